@@ -1,0 +1,3 @@
+//! The CPU backend: fast kernels (SIMD + rayon) and the f64 reference that defines right.
+
+pub mod gemm;
