@@ -1,0 +1,75 @@
+//! Gather and place kernels: embedding rows, their scatter-add backward, and
+//! nearest-neighbour upsampling.
+
+use crate::{Error, Float, Result};
+use rayon::prelude::*;
+
+/// Rows of w [V, D] at `ids`; an id out of range is an error.
+pub(crate) fn embedding<T: Float>(ids: &[u32], w: &[T], vocab: usize, d: usize) -> Result<Vec<T>> {
+    if let Some(&bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+        return Err(Error::arg(
+            "embedding",
+            format!("id {bad} is out of range for a table of {vocab} rows"),
+        ));
+    }
+    let mut out = vec![T::ZERO; ids.len() * d];
+    if d > 0 {
+        out.par_chunks_mut(d)
+            .zip(ids.par_iter())
+            .for_each(|(o, &i)| {
+                o.copy_from_slice(&w[i as usize * d..(i as usize + 1) * d]);
+            });
+    }
+    Ok(out)
+}
+
+/// dw [V, D]: each dy row added to its id's row, in id order, so repeated ids sum in a
+/// fixed order (one thread: the scatter is cheap next to everything around it).
+pub(crate) fn embedding_backward<T: Float>(
+    ids: &[u32],
+    dy: &[T],
+    vocab: usize,
+    d: usize,
+) -> Result<Vec<T>> {
+    if let Some(&bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+        return Err(Error::arg(
+            "embedding",
+            format!("id {bad} is out of range for a table of {vocab} rows"),
+        ));
+    }
+    let mut dw = vec![T::ZERO; vocab * d];
+    for (r, &i) in ids.iter().enumerate() {
+        let (dst, src) = (
+            &mut dw[i as usize * d..(i as usize + 1) * d],
+            &dy[r * d..(r + 1) * d],
+        );
+        dst.iter_mut().zip(src).for_each(|(a, &b)| *a += b);
+    }
+    Ok(dw)
+}
+
+/// y [N, C, H f, W f] with y[.., oh, ow] = x[.., oh / f, ow / f].
+pub(crate) fn upsample_nearest2d<T: Float>(
+    x: &[T],
+    planes: usize,
+    h: usize,
+    w: usize,
+    f: usize,
+) -> Vec<T> {
+    let (ho, wo) = (h * f, w * f);
+    let mut y = vec![T::ZERO; planes * ho * wo];
+    if ho * wo == 0 {
+        return y;
+    }
+    y.par_chunks_mut(ho * wo)
+        .zip(x.par_chunks(h * w))
+        .for_each(|(yp, xp)| {
+            for (oh, row) in yp.chunks_mut(wo).enumerate() {
+                let src = &xp[(oh / f) * w..(oh / f + 1) * w];
+                for (ow, v) in row.iter_mut().enumerate() {
+                    *v = src[ow / f];
+                }
+            }
+        });
+    y
+}

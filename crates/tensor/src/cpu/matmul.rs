@@ -1,0 +1,134 @@
+//! Batched matmul on the CPU: one GEMM per batch entry, operands read through their
+//! strides (a transposed view costs nothing), parallel over batches when there are many
+//! and inside the GEMM otherwise. Either way each output element sees the same
+//! operations, so the result does not depend on the thread count.
+
+use super::gemm;
+use crate::{Float, Layout};
+use rayon::prelude::*;
+
+/// The GEMM of a compute dtype (see `gemm::sgemm` for the argument convention).
+pub(crate) trait Gemm: Float {
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[Self],
+        rsa: usize,
+        csa: usize,
+        b: &[Self],
+        rsb: usize,
+        csb: usize,
+        c: &mut [Self],
+        ldc: usize,
+        accumulate: bool,
+        parallel: bool,
+    );
+}
+
+impl Gemm for f32 {
+    fn gemm(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        rsa: usize,
+        csa: usize,
+        b: &[f32],
+        rsb: usize,
+        csb: usize,
+        c: &mut [f32],
+        ldc: usize,
+        accumulate: bool,
+        parallel: bool,
+    ) {
+        gemm::sgemm(
+            m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, accumulate, parallel,
+        )
+    }
+}
+
+impl Gemm for f64 {
+    fn gemm(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f64],
+        rsa: usize,
+        csa: usize,
+        b: &[f64],
+        rsb: usize,
+        csb: usize,
+        c: &mut [f64],
+        ldc: usize,
+        accumulate: bool,
+        parallel: bool,
+    ) {
+        gemm::dgemm(
+            m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, accumulate, parallel,
+        )
+    }
+}
+
+/// A row-major m x n = A (m x k) * B (k x n) on plain slices with explicit strides.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_into<T: Gemm>(
+    c: &mut [T],
+    a: &[T],
+    a_strides: (usize, usize),
+    b: &[T],
+    b_strides: (usize, usize),
+    mnk: (usize, usize, usize),
+    accumulate: bool,
+    parallel: bool,
+) {
+    let (m, n, k) = mnk;
+    T::gemm(
+        m,
+        n,
+        k,
+        a,
+        a_strides.0,
+        a_strides.1,
+        b,
+        b_strides.0,
+        b_strides.1,
+        c,
+        n,
+        accumulate,
+        parallel,
+    );
+}
+
+/// [batch.., m, k] x [batch.., k, n] with equal (possibly stride-0) batch axes.
+pub(crate) fn matmul<T: Gemm>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
+    let r = la.dims().len();
+    let (m, k, n) = (la.dims()[r - 2], la.dims()[r - 1], lb.dims()[r - 1]);
+    let batch = &la.dims()[..r - 2];
+    let a_off: Vec<usize> = Layout::new(batch, la.strides()[..r - 2].to_vec(), la.offset())
+        .offsets()
+        .collect();
+    let b_off: Vec<usize> = Layout::new(batch, lb.strides()[..r - 2].to_vec(), lb.offset())
+        .offsets()
+        .collect();
+    let mut out = vec![T::ZERO; a_off.len() * m * n];
+    if m * n == 0 {
+        return out;
+    }
+    let sa = (la.strides()[r - 2], la.strides()[r - 1]);
+    let sb = (lb.strides()[r - 2], lb.strides()[r - 1]);
+    let one = |(c, (&oa, &ob)): (&mut [T], (&usize, &usize)), parallel: bool| {
+        gemm_into(c, &a[oa..], sa, &b[ob..], sb, (m, n, k), false, parallel);
+    };
+    if a_off.len() >= 2 * rayon::current_num_threads() {
+        out.par_chunks_mut(m * n)
+            .zip(a_off.par_iter().zip(&b_off))
+            .for_each(|job| one(job, false));
+    } else {
+        out.chunks_mut(m * n)
+            .zip(a_off.iter().zip(&b_off))
+            .for_each(|job| one(job, true));
+    }
+    out
+}

@@ -1,0 +1,118 @@
+//! Walking several strided operands of one shape together (PyTorch's TensorIterator in
+//! miniature): axes are coalesced where every operand allows it, and the work becomes
+//! rows of the innermost axis, each with a tight loop over per-operand strides.
+
+use crate::Layout;
+use rayon::prelude::*;
+
+/// Elements a rayon task handles: big enough to amortise scheduling, small enough to
+/// balance two cores. Fixed, so the split never depends on the thread count.
+pub(crate) const TASK_ELEMS: usize = 1 << 15;
+
+/// `N` operands of one shape, coalesced into `rows` rows of `len` elements.
+pub(crate) struct Plan<const N: usize> {
+    /// Outer axes (after coalescing), outermost first.
+    outer: Vec<usize>,
+    /// Per outer axis, the stride of each operand.
+    outer_strides: Vec<[usize; N]>,
+    base: [usize; N],
+    /// Length and per-operand strides of the innermost axis.
+    pub len: usize,
+    pub inner: [usize; N],
+}
+
+impl<const N: usize> Plan<N> {
+    /// Plans a walk over layouts that all have the same shape.
+    pub fn new(layouts: [&Layout; N]) -> Self {
+        let dims = layouts[0].dims();
+        debug_assert!(layouts.iter().all(|l| l.dims() == dims));
+        // Keep the axes of size > 1; merge axis i into i+1 when every operand steps
+        // through i exactly as a continuation of i+1.
+        let mut axes: Vec<(usize, [usize; N])> = Vec::new();
+        for (i, &d) in dims.iter().enumerate() {
+            if d == 1 {
+                continue;
+            }
+            let strides = std::array::from_fn(|k| layouts[k].strides()[i]);
+            if let Some((pd, ps)) = axes.last_mut() {
+                if (0..N).all(|k| ps[k] == strides[k] * d) {
+                    *pd *= d;
+                    *ps = strides;
+                    continue;
+                }
+            }
+            axes.push((d, strides));
+        }
+        let (len, inner) = axes.pop().unwrap_or((1, [0; N]));
+        let len = if dims.contains(&0) { 0 } else { len };
+        Plan {
+            outer: axes.iter().map(|a| a.0).collect(),
+            outer_strides: axes.iter().map(|a| a.1).collect(),
+            base: std::array::from_fn(|k| layouts[k].offset()),
+            len,
+            inner,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        if self.len == 0 {
+            0
+        } else {
+            self.outer.iter().product()
+        }
+    }
+
+    /// The storage offsets where row `r` starts, for each operand.
+    #[inline]
+    pub fn row_offsets(&self, mut r: usize) -> [usize; N] {
+        let mut off = self.base;
+        for (d, s) in self.outer.iter().zip(&self.outer_strides).rev() {
+            let i = r % d;
+            r /= d;
+            for k in 0..N {
+                off[k] += i * s[k];
+            }
+        }
+        off
+    }
+
+    /// Fills the contiguous `out` (rows * len elements) row by row, in parallel over fixed
+    /// blocks of rows: `f(out_row, offsets_of_row)`.
+    pub fn for_each_row<T: Send>(&self, out: &mut [T], f: impl Fn(&mut [T], [usize; N]) + Sync) {
+        let len = self.len.max(1);
+        let rows_per_task = (TASK_ELEMS / len).max(1);
+        out.par_chunks_mut(rows_per_task * len)
+            .enumerate()
+            .for_each(|(t, chunk)| {
+                for (i, row) in chunk.chunks_mut(len).enumerate() {
+                    f(row, self.row_offsets(t * rows_per_task + i));
+                }
+            });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Shape;
+
+    #[test]
+    fn coalesces_contiguous_and_keeps_broadcast_rows() {
+        let a = Layout::contiguous([4, 5, 6]);
+        let p = Plan::new([&a, &a]);
+        assert_eq!((p.rows(), p.len, p.inner), (1, 120, [1, 1]));
+        // A [5, 1] operand broadcast against [4, 5, 6]: rows of 6 with stride 0.
+        let b = Layout::contiguous([5, 1])
+            .broadcast_as(&Shape::from([4, 5, 6]))
+            .unwrap();
+        let p = Plan::new([&a, &b]);
+        assert_eq!((p.rows(), p.len, p.inner), (20, 6, [1, 0]));
+        assert_eq!(p.row_offsets(7), [42, 2]);
+        let t = Layout::contiguous([3, 2]).permute(&[1, 0]).unwrap();
+        let p = Plan::new([&t]);
+        assert_eq!((p.rows(), p.len, p.inner), (2, 3, [2]));
+        assert_eq!(Plan::new([&Layout::contiguous([2, 0])]).rows(), 0);
+        let s = Layout::contiguous(());
+        assert_eq!((Plan::new([&s]).rows(), Plan::new([&s]).len), (1, 1));
+    }
+}

@@ -1,0 +1,179 @@
+//! Elementwise unary ops: each declared once with its value f(x) and derivative f'(x),
+//! shared by the CPU kernels, the f64 reference and the backward rule (g * f'(x)).
+
+use crate::autograd::record;
+use crate::backend::BackendStorage;
+use crate::op::Op;
+use crate::{Float, Result, Tensor};
+
+/// A function the kernels apply element by element. Implementors get the op's closure
+/// monomorphised, so the match on the op happens once per kernel call, not per element.
+pub trait MapFn<T> {
+    type Out;
+    fn call<F: Fn(T) -> T + Sync + Send + Copy>(self, f: F) -> Self::Out;
+}
+
+#[inline]
+fn c<T: Float>(v: f64) -> T {
+    T::from_f64(v)
+}
+
+/// The logistic function, in the form that cannot overflow exp.
+#[inline]
+fn sigmoid<T: Float>(x: T) -> T {
+    if x >= T::ZERO {
+        T::ONE / (T::ONE + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (T::ONE + e)
+    }
+}
+
+/// sqrt(2/pi), the constant of the tanh GELU (Hendrycks & Gimpel 2016, eq. 2).
+const GELU_C: f64 = 0.797_884_560_802_865_4;
+/// 1/sqrt(2 pi), the normal density's constant.
+const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
+
+macro_rules! unary_ops {
+    ($( $(#[$doc:meta])* $var:ident $name:literal |$x:ident| $f:expr, $df:expr; )*) => {
+        /// Elementwise unary ops.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum UnaryOp { $( $(#[$doc])* $var, )* }
+
+        impl UnaryOp {
+            /// Every unary op, for tests that sweep them.
+            pub const ALL: &'static [UnaryOp] = &[$(UnaryOp::$var),*];
+
+            pub fn name(self) -> &'static str {
+                match self { $(UnaryOp::$var => $name,)* }
+            }
+
+            /// f(x), or f'(x) when `derivative`, in any float type.
+            pub fn eval<T: Float>(self, derivative: bool, x: T) -> T {
+                self.visit(derivative, Eval(x))
+            }
+
+            /// Calls `v` with the op's scalar function (or its derivative).
+            pub fn visit<T: Float, V: MapFn<T>>(self, derivative: bool, v: V) -> V::Out {
+                match (self, derivative) {
+                    $(
+                        (UnaryOp::$var, false) => v.call(|$x: T| $f),
+                        (UnaryOp::$var, true) => v.call(|$x: T| $df),
+                    )*
+                }
+            }
+        }
+    };
+}
+
+/// Applies the op to one value (what `eval` uses).
+struct Eval<T>(T);
+impl<T: Float> MapFn<T> for Eval<T> {
+    type Out = T;
+    fn call<F: Fn(T) -> T>(self, f: F) -> T {
+        f(self.0)
+    }
+}
+
+unary_ops! {
+    Neg "neg" |x| -x, { let _ = x; -T::ONE };
+    Recip "recip" |x| T::ONE / x, -T::ONE / (x * x);
+    Sqr "sqr" |x| x * x, c::<T>(2.0) * x;
+    /// |x|; its derivative at 0 is 0 (as PyTorch's sign).
+    Abs "abs" |x| if x < T::ZERO { -x } else { x },
+        if x > T::ZERO { T::ONE } else if x < T::ZERO { -T::ONE } else { T::ZERO };
+    Exp "exp" |x| x.exp(), x.exp();
+    Log "log" |x| x.ln(), T::ONE / x;
+    Sqrt "sqrt" |x| x.sqrt(), c::<T>(0.5) / x.sqrt();
+    /// 1/sqrt(x); derivative -1/2 x^(-3/2).
+    Rsqrt "rsqrt" |x| T::ONE / x.sqrt(), c::<T>(-0.5) / (x * x.sqrt());
+    Sin "sin" |x| x.sin(), x.cos();
+    Cos "cos" |x| x.cos(), -x.sin();
+    Tanh "tanh" |x| x.tanh(), { let t = x.tanh(); T::ONE - t * t };
+    Sigmoid "sigmoid" |x| sigmoid(x), { let s = sigmoid(x); s * (T::ONE - s) };
+    /// x sigmoid(x) (Elfwing et al. 2018); derivative s (1 + x (1 - s)).
+    Silu "silu" |x| x * sigmoid(x), { let s = sigmoid(x); s * (T::ONE + x * (T::ONE - s)) };
+    /// GELU, tanh approximation: x/2 (1 + tanh(c (x + 0.044715 x^3))).
+    GeluTanh "gelu_tanh" |x| {
+        let u = c::<T>(GELU_C) * (x + c::<T>(0.044715) * x * x * x);
+        c::<T>(0.5) * x * (T::ONE + u.tanh())
+    }, {
+        let u = c::<T>(GELU_C) * (x + c::<T>(0.044715) * x * x * x);
+        let t = u.tanh();
+        let du = c::<T>(GELU_C) * (T::ONE + c::<T>(3.0 * 0.044715) * x * x);
+        c::<T>(0.5) * (T::ONE + t) + c::<T>(0.5) * x * (T::ONE - t * t) * du
+    };
+    /// Exact GELU: x Phi(x) = x/2 (1 + erf(x / sqrt 2)); derivative Phi(x) + x phi(x).
+    GeluErf "gelu_erf" |x| c::<T>(0.5) * x * (T::ONE + (x * c::<T>(std::f64::consts::FRAC_1_SQRT_2)).erf()),
+        c::<T>(0.5) * (T::ONE + (x * c::<T>(std::f64::consts::FRAC_1_SQRT_2)).erf())
+            + x * c::<T>(INV_SQRT_2PI) * (c::<T>(-0.5) * x * x).exp();
+    /// CLIP's quick_gelu: x sigmoid(1.702 x).
+    QuickGelu "quick_gelu" |x| x * sigmoid(c::<T>(1.702) * x), {
+        let s = sigmoid(c::<T>(1.702) * x);
+        s + c::<T>(1.702) * x * s * (T::ONE - s)
+    };
+    /// max(x, 0); derivative 0 at 0 (as PyTorch).
+    Relu "relu" |x| if x > T::ZERO { x } else { T::ZERO }, if x > T::ZERO { T::ONE } else { T::ZERO };
+}
+
+macro_rules! unary_methods {
+    ($($(#[$doc:meta])* $method:ident $var:ident;)*) => {
+        impl Tensor {
+            $( $(#[$doc])* pub fn $method(&self) -> Result<Tensor> { self.unary(UnaryOp::$var) } )*
+        }
+    };
+}
+
+unary_methods! {
+    neg Neg; recip Recip; sqr Sqr; abs Abs; exp Exp; log Log; sqrt Sqrt; rsqrt Rsqrt; sin Sin; cos Cos;
+    tanh Tanh; sigmoid Sigmoid; silu Silu;
+    /// GELU with the tanh approximation (PyTorch's `approximate="tanh"`).
+    gelu_tanh GeluTanh;
+    /// Exact GELU through erf (PyTorch's default `gelu`).
+    gelu GeluErf;
+    quick_gelu QuickGelu; relu Relu;
+}
+
+impl Tensor {
+    /// y = op(x) elementwise.
+    pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
+        let s = self.storage().unary(self.layout(), op, false)?;
+        Ok(Tensor::from_storage(
+            s,
+            self.shape(),
+            record(&[self], || Op::Unary(self.clone(), op)),
+        ))
+    }
+
+    /// op'(x) elementwise, untracked: what the backward rule multiplies the gradient by.
+    pub(crate) fn unary_derivative(&self, op: UnaryOp) -> Result<Tensor> {
+        let s = self.storage().unary(self.layout(), op, true)?;
+        Ok(Tensor::from_storage(s, self.shape(), None))
+    }
+
+    /// y = x * mul + add.
+    pub fn affine(&self, mul: f64, add: f64) -> Result<Tensor> {
+        let s = self.storage().affine(self.layout(), mul, add)?;
+        Ok(Tensor::from_storage(
+            s,
+            self.shape(),
+            record(&[self], || Op::Affine(self.clone(), mul)),
+        ))
+    }
+    pub fn add_scalar(&self, v: f64) -> Result<Tensor> {
+        self.affine(1.0, v)
+    }
+    pub fn mul_scalar(&self, v: f64) -> Result<Tensor> {
+        self.affine(v, 0.0)
+    }
+
+    /// y = x ^ e (real exponent; negative x gives NaN unless e is an integer, as powf).
+    pub fn powf(&self, e: f64) -> Result<Tensor> {
+        let s = self.storage().powf(self.layout(), e)?;
+        Ok(Tensor::from_storage(
+            s,
+            self.shape(),
+            record(&[self], || Op::Powf(self.clone(), e)),
+        ))
+    }
+}

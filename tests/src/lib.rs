@@ -1,0 +1,1 @@
+//! Shared helpers for the workspace tests: random tensors, comparisons, reference plumbing.
