@@ -1,1 +1,17 @@
-//! Shared helpers for the workspace tests: random tensors, comparisons, reference plumbing.
+//! Workspace tests for kuosan: the fast CPU kernels against the f64 reference
+//! (`cpu_vs_reference`), finite-difference gradient checks in f64 (`gradcheck`),
+//! thread-count determinism, and shape errors. One test binary, so the suite builds once.
+//!
+//! Tolerances (|got - want| <= atol + rtol |want|, f32 kernels vs the f64 reference, with
+//! inputs of magnitude ~1) are documented beside each test in `cpu_vs_reference.rs`.
+
+pub mod harness;
+
+#[cfg(test)]
+mod cpu_vs_reference;
+#[cfg(test)]
+mod determinism;
+#[cfg(test)]
+mod errors;
+#[cfg(test)]
+mod gradcheck;
