@@ -13,10 +13,10 @@ const H: f64 = 1e-6;
 /// Compares autograd's gradient of sum(f(xs) * r) with finite differences for every
 /// element of every input.
 #[track_caller]
-fn check(name: &str, inputs: &[(Vec<f64>, Vec<usize>)], f: impl Fn(&[Tensor]) -> Result<Tensor>) {
+fn check(name: &str, inputs: Vec<(Vec<f64>, Vec<usize>)>, f: impl Fn(&[Tensor]) -> Result<Tensor>) {
     let make = |vals: &[Vec<f64>]| -> Vec<Tensor> {
         vals.iter()
-            .zip(inputs)
+            .zip(&inputs)
             .map(|(v, (_, s))| t64(v, s))
             .collect()
     };
@@ -81,17 +81,19 @@ fn unary_ops() {
             }
             _ => away_from_zero(&[2, 3], 1),
         };
-        check(op.name(), &[x], |t| t[0].unary(op));
+        check(op.name(), vec![x], |t| t[0].unary(op));
     }
 }
 
 #[test]
 fn affine_powf() {
-    check("affine", &[input(&[3, 2], 2, -1.0, 1.0)], |t| {
+    check("affine", vec![input(&[3, 2], 2, -1.0, 1.0)], |t| {
         t[0].affine(-1.5, 0.25)
     });
-    check("powf", &[input(&[3, 2], 3, 0.2, 2.0)], |t| t[0].powf(2.7));
-    check("powf negative", &[input(&[4], 4, 0.2, 2.0)], |t| {
+    check("powf", vec![input(&[3, 2], 3, 0.2, 2.0)], |t| {
+        t[0].powf(2.7)
+    });
+    check("powf negative", vec![input(&[4], 4, 0.2, 2.0)], |t| {
         t[0].powf(-0.5)
     });
 }
@@ -100,12 +102,14 @@ fn affine_powf() {
 fn binary_ops_with_broadcasting() {
     let a = away_from_zero(&[2, 3, 1], 5);
     let b = away_from_zero(&[3, 4], 6);
-    check("add", &[a.clone(), b.clone()], |t| t[0].add(&t[1]));
-    check("sub", &[a.clone(), b.clone()], |t| t[0].sub(&t[1]));
-    check("mul", &[a.clone(), b.clone()], |t| t[0].mul(&t[1]));
-    check("div", &[a.clone(), b.clone()], |t| t[0].div(&t[1]));
-    check("maximum", &[a.clone(), b.clone()], |t| t[0].maximum(&t[1]));
-    check("minimum", &[a, b], |t| t[0].minimum(&t[1]));
+    check("add", vec![a.clone(), b.clone()], |t| t[0].add(&t[1]));
+    check("sub", vec![a.clone(), b.clone()], |t| t[0].sub(&t[1]));
+    check("mul", vec![a.clone(), b.clone()], |t| t[0].mul(&t[1]));
+    check("div", vec![a.clone(), b.clone()], |t| t[0].div(&t[1]));
+    check("maximum", vec![a.clone(), b.clone()], |t| {
+        t[0].maximum(&t[1])
+    });
+    check("minimum", vec![a, b], |t| t[0].minimum(&t[1]));
 }
 
 #[test]
@@ -113,11 +117,11 @@ fn where_and_masked_fill() {
     let cond = Tensor::from_vec(vec![1u32, 0, 1], [3, 1], &Device::Cpu).unwrap();
     check(
         "where_cond",
-        &[input(&[3, 2], 7, -1.0, 1.0), input(&[2], 8, -1.0, 1.0)],
+        vec![input(&[3, 2], 7, -1.0, 1.0), input(&[2], 8, -1.0, 1.0)],
         |t| cond.where_cond(&t[0], &t[1]),
     );
     let mask = Tensor::from_vec(vec![0f64, 1.0], [2], &Device::Cpu).unwrap();
-    check("masked_fill", &[input(&[3, 2], 9, -1.0, 1.0)], |t| {
+    check("masked_fill", vec![input(&[3, 2], 9, -1.0, 1.0)], |t| {
         t[0].masked_fill(&mask, -3.0)
     });
 }
@@ -125,25 +129,25 @@ fn where_and_masked_fill() {
 #[test]
 fn reductions() {
     let x = input(&[3, 4, 2], 10, -1.0, 1.0);
-    check("sum", &[x.clone()], |t| t[0].sum(&[0, 2], false));
-    check("sum keepdim", &[x.clone()], |t| t[0].sum(&[1], true));
-    check("mean", &[x.clone()], |t| t[0].mean(&[-1], false));
-    check("max", &[x.clone()], |t| t[0].max(&[1], false));
-    check("min", &[x.clone()], |t| t[0].min(&[0, 1], true));
-    check("sum_all", &[x.clone()], |t| t[0].sum_all());
-    check("mean_all", &[x], |t| t[0].mean_all());
+    check("sum", vec![x.clone()], |t| t[0].sum(&[0, 2], false));
+    check("sum keepdim", vec![x.clone()], |t| t[0].sum(&[1], true));
+    check("mean", vec![x.clone()], |t| t[0].mean(&[-1], false));
+    check("max", vec![x.clone()], |t| t[0].max(&[1], false));
+    check("min", vec![x.clone()], |t| t[0].min(&[0, 1], true));
+    check("sum_all", vec![x.clone()], |t| t[0].sum_all());
+    check("mean_all", vec![x], |t| t[0].mean_all());
 }
 
 #[test]
 fn matmul_batched_and_broadcast() {
     check(
         "matmul 2-D",
-        &[input(&[3, 4], 11, -1.0, 1.0), input(&[4, 2], 12, -1.0, 1.0)],
+        vec![input(&[3, 4], 11, -1.0, 1.0), input(&[4, 2], 12, -1.0, 1.0)],
         |t| t[0].matmul(&t[1]),
     );
     check(
         "matmul batch broadcast",
-        &[
+        vec![
             input(&[2, 1, 3, 4], 13, -1.0, 1.0),
             input(&[3, 4, 2], 14, -1.0, 1.0),
         ],
@@ -151,7 +155,7 @@ fn matmul_batched_and_broadcast() {
     );
     check(
         "matmul transposed operand",
-        &[input(&[3, 4], 15, -1.0, 1.0), input(&[2, 4], 16, -1.0, 1.0)],
+        vec![input(&[3, 4], 15, -1.0, 1.0), input(&[2, 4], 16, -1.0, 1.0)],
         |t| t[0].matmul(&t[1].t()?),
     );
 }
@@ -161,12 +165,12 @@ fn conv2d_with_stride_padding_bias() {
     let x = input(&[2, 2, 5, 4], 17, -1.0, 1.0);
     let w = input(&[3, 2, 3, 2], 18, -1.0, 1.0);
     let b = input(&[3], 19, -1.0, 1.0);
-    check("conv2d", &[x.clone(), w.clone(), b], |t| {
+    check("conv2d", vec![x.clone(), w.clone(), b], |t| {
         t[0].conv2d(&t[1], Some(&t[2]), (2, 1), (1, 0))
     });
     check(
         "conv2d 1x1",
-        &[x, input(&[3, 2, 1, 1], 20, -1.0, 1.0)],
+        vec![x, input(&[3, 2, 1, 1], 20, -1.0, 1.0)],
         |t| t[0].conv2d(&t[1], None, 1, 0),
     );
 }
@@ -175,14 +179,14 @@ fn conv2d_with_stride_padding_bias() {
 fn norms() {
     let x = input(&[2, 4, 3], 21, -2.0, 2.0);
     let (w, b) = (input(&[4], 22, 0.5, 1.5), input(&[4], 23, -0.5, 0.5));
-    check("group_norm", &[x.clone(), w.clone(), b.clone()], |t| {
+    check("group_norm", vec![x.clone(), w.clone(), b.clone()], |t| {
         t[0].group_norm(2, Some(&t[1]), Some(&t[2]), 1e-5)
     });
-    check("group_norm plain", &[x], |t| {
+    check("group_norm plain", vec![x], |t| {
         t[0].group_norm(4, None, None, 1e-5)
     });
     let y = input(&[3, 4], 24, -2.0, 2.0);
-    check("layer_norm", &[y, w, b], |t| {
+    check("layer_norm", vec![y, w, b], |t| {
         t[0].layer_norm(Some(&t[1]), Some(&t[2]), 1e-5)
     });
 }
@@ -190,8 +194,8 @@ fn norms() {
 #[test]
 fn softmax() {
     let x = input(&[2, 3, 4], 25, -2.0, 2.0);
-    check("softmax last", &[x.clone()], |t| t[0].softmax(-1));
-    check("softmax middle", &[x], |t| t[0].softmax(1));
+    check("softmax last", vec![x.clone()], |t| t[0].softmax(-1));
+    check("softmax middle", vec![x], |t| t[0].softmax(1));
 }
 
 #[test]
@@ -202,10 +206,10 @@ fn attention_with_masks() {
     // Batch 1 hides its last two keys.
     let mask =
         Tensor::from_vec(vec![1u32, 1, 1, 1, 1, 1, 1, 1, 0, 0], [2, 5], &Device::Cpu).unwrap();
-    check("attention", &[q.clone(), k.clone(), v.clone()], |t| {
+    check("attention", vec![q.clone(), k.clone(), v.clone()], |t| {
         scaled_dot_product_attention(&t[0], &t[1], &t[2], None, false, None)
     });
-    check("attention causal+mask", &[q, k, v], |t| {
+    check("attention causal+mask", vec![q, k, v], |t| {
         scaled_dot_product_attention(&t[0], &t[1], &t[2], Some(&mask), true, Some(0.7))
     });
 }
@@ -213,26 +217,26 @@ fn attention_with_masks() {
 #[test]
 fn embedding_cat_upsample_views() {
     let ids = Tensor::from_vec(vec![2u32, 0, 2, 1], [2, 2], &Device::Cpu).unwrap();
-    check("embedding", &[input(&[3, 4], 29, -1.0, 1.0)], |t| {
+    check("embedding", vec![input(&[3, 4], 29, -1.0, 1.0)], |t| {
         t[0].embedding(&ids)
     });
     let (a, b) = (
         input(&[2, 1, 3], 30, -1.0, 1.0),
         input(&[2, 2, 3], 31, -1.0, 1.0),
     );
-    check("cat", &[a, b], |t| Tensor::cat(&[&t[0], &t[1]], 1));
-    check("upsample", &[input(&[1, 2, 2, 3], 32, -1.0, 1.0)], |t| {
+    check("cat", vec![a, b], |t| Tensor::cat(&[&t[0], &t[1]], 1));
+    check("upsample", vec![input(&[1, 2, 2, 3], 32, -1.0, 1.0)], |t| {
         t[0].upsample_nearest2d(2)
     });
     let x = input(&[2, 3, 4], 33, -1.0, 1.0);
-    check("narrow", &[x.clone()], |t| t[0].narrow(2, 1, 2));
-    check("permute+reshape", &[x.clone()], |t| {
+    check("narrow", vec![x.clone()], |t| t[0].narrow(2, 1, 2));
+    check("permute+reshape", vec![x.clone()], |t| {
         t[0].permute(&[2, 0, 1])?.reshape([4, 6])
     });
-    check("broadcast", &[input(&[3, 1], 34, -1.0, 1.0)], |t| {
+    check("broadcast", vec![input(&[3, 1], 34, -1.0, 1.0)], |t| {
         t[0].broadcast_as([2, 3, 5])
     });
-    check("copy+squeeze", &[input(&[3, 1], 35, -1.0, 1.0)], |t| {
+    check("copy+squeeze", vec![input(&[3, 1], 35, -1.0, 1.0)], |t| {
         t[0].t()?.contiguous()?.squeeze(0)
     });
     // Casts round, so finite differences through f32 are meaningless; the rule is the
@@ -255,7 +259,7 @@ fn composite_conv_norm_silu_attention() {
     let x = input(&[2, 4, 3, 3], 36, -1.0, 1.0);
     let w = input(&[4, 4, 3, 3], 37, -0.5, 0.5);
     let (gw, gb) = (input(&[4], 38, 0.5, 1.5), input(&[4], 39, -0.5, 0.5));
-    check("composite", &[x, w, gw, gb], |t| {
+    check("composite", vec![x, w, gw, gb], |t| {
         let h = t[0]
             .conv2d(&t[1], None, 1, 1)?
             .group_norm(2, Some(&t[2]), Some(&t[3]), 1e-5)?
@@ -284,4 +288,17 @@ fn accumulation_no_grad_detach() {
     let z = x.detach().mul(&x).unwrap().sum_all().unwrap(); // d/dx = detached x
     z.backward().unwrap();
     assert_eq!(values(&x.grad().unwrap()), [1.0, 2.0]);
+}
+
+/// A very deep recorded graph backpropagates and drops without overflowing the stack.
+#[test]
+fn deep_graphs_do_not_overflow() {
+    let x = t64(&[1.0], &[1]).with_grad();
+    let mut y = x.clone();
+    for _ in 0..200_000 {
+        y = y.add_scalar(1e-6).unwrap();
+    }
+    y.sum_all().unwrap().backward().unwrap();
+    assert_eq!(values(&x.grad().unwrap()), [1.0]);
+    drop(y);
 }

@@ -108,7 +108,7 @@ pub fn assert_close(what: &str, got: &[f64], want: &[f64], atol: f64, rtol: f64)
         }
         let err = (g - w).abs();
         let bound = atol + rtol * w.abs();
-        if !(err <= bound) {
+        if err > bound || err.is_nan() {
             panic!("{what}: index {i}: got {g}, want {w} (|err| {err:e} > {bound:e})");
         }
         if err > worst.0 {

@@ -134,6 +134,7 @@ pub trait Float:
     fn powf(self, e: Self) -> Self;
     fn max(self, o: Self) -> Self;
     fn is_finite(self) -> bool;
+    fn is_nan(self) -> bool;
     /// The error function, to the type's precision (see `erf_f64` / `erf_f32`).
     fn erf(self) -> Self;
     /// Fused multiply-add where the kernel wants one rounding.
@@ -181,6 +182,10 @@ macro_rules! float {
             #[inline]
             fn is_finite(self) -> bool {
                 <$t>::is_finite(self)
+            }
+            #[inline]
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
             }
             #[inline]
             fn erf(self) -> Self {

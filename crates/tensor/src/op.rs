@@ -58,6 +58,48 @@ pub(crate) enum Op {
 }
 
 impl Op {
+    /// Every tensor the op holds (inputs and saved values), given up so that dropping a
+    /// long graph can be done with a loop instead of recursion.
+    pub(crate) fn into_tensors(self) -> Vec<Tensor> {
+        use Op::*;
+        match self {
+            Unary(x, _)
+            | Affine(x, _)
+            | Powf(x, _)
+            | Reduce(x, _, _)
+            | Softmax(x)
+            | UpsampleNearest2d(x, _) => vec![x],
+            Reshape(x)
+            | Permute(x, _)
+            | Narrow(x, _, _)
+            | BroadcastAs(x)
+            | Copy(x)
+            | ToDType(x) => vec![x],
+            Binary(a, b, _) | Matmul(a, b) => vec![a, b],
+            Where(c, a, b) => vec![c, a, b],
+            Conv2d { x, w, bias, .. } => [Some(x), Some(w), bias].into_iter().flatten().collect(),
+            Norm {
+                x,
+                w,
+                b,
+                mean,
+                rstd,
+                ..
+            } => [Some(x), w, b, Some(mean), Some(rstd)]
+                .into_iter()
+                .flatten()
+                .collect(),
+            Attention {
+                q, k, v, mask, lse, ..
+            } => [Some(q), Some(k), Some(v), mask, Some(lse)]
+                .into_iter()
+                .flatten()
+                .collect(),
+            Embedding { ids, w } => vec![ids, w],
+            Cat(xs, _) => xs,
+        }
+    }
+
     /// The tensors gradients flow back into.
     pub(crate) fn inputs(&self) -> Vec<&Tensor> {
         use Op::*;

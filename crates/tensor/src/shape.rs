@@ -42,7 +42,7 @@ impl Shape {
     pub fn broadcast(op: &'static str, a: &Shape, b: &Shape) -> Result<Shape> {
         let rank = a.rank().max(b.rank());
         let mut out = vec![0; rank];
-        for i in 0..rank {
+        for (i, o) in out.iter_mut().enumerate() {
             let da = if i < rank - a.rank() {
                 1
             } else {
@@ -53,7 +53,7 @@ impl Shape {
             } else {
                 b.0[i - (rank - b.rank())]
             };
-            out[i] = match (da, db) {
+            *o = match (da, db) {
                 (x, y) if x == y => x,
                 (1, y) => y,
                 (x, 1) => x,

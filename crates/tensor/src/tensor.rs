@@ -345,6 +345,21 @@ impl Tensor {
     }
 }
 
+impl Drop for Inner {
+    /// Frees the graph behind this tensor with an explicit stack: the default recursive
+    /// drop of a chain of a few hundred thousand recorded ops would overflow the stack.
+    fn drop(&mut self) {
+        let mut stack: Vec<Tensor> = self.op.take().map(Op::into_tensors).unwrap_or_default();
+        while let Some(t) = stack.pop() {
+            // Only a tensor we hold the last handle to frees its graph here; others are
+            // still in use and keep theirs.
+            if let Ok(mut inner) = Arc::try_unwrap(t.0) {
+                stack.extend(inner.op.take().map(Op::into_tensors).unwrap_or_default());
+            }
+        }
+    }
+}
+
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

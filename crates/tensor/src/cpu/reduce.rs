@@ -54,8 +54,8 @@ pub(crate) fn reduce<T: Float>(x: &[T], l: &Layout, op: ReduceOp, dims: &[usize]
 fn row_fn<T: Float>(op: ReduceOp) -> fn(&[T]) -> T {
     match op {
         ReduceOp::Sum => sum_row,
-        ReduceOp::Max => |r| fold_row(r, |acc, v| if v > acc || v != v { v } else { acc }),
-        ReduceOp::Min => |r| fold_row(r, |acc, v| if v < acc || v != v { v } else { acc }),
+        ReduceOp::Max => |r| fold_row(r, |acc, v| if v > acc || v.is_nan() { v } else { acc }),
+        ReduceOp::Min => |r| fold_row(r, |acc, v| if v < acc || v.is_nan() { v } else { acc }),
     }
 }
 
@@ -74,7 +74,6 @@ pub(crate) fn sum_row<T: Float>(x: &[T]) -> T {
 }
 
 /// max/min fold over a non-empty row; `pick` propagates NaN.
-#[allow(clippy::eq_op)]
 fn fold_row<T: Float>(x: &[T], pick: impl Fn(T, T) -> T) -> T {
     x[1..].iter().fold(x[0], |acc, &v| pick(acc, v))
 }

@@ -60,26 +60,14 @@ binary_ops! {
     Mul "mul" |a, b| a * b;
     Div "div" |a, b| a / b;
     /// The larger operand (NaN if either is NaN, as torch.maximum).
-    Maximum "maximum" |a, b| if a.is_nan_() || b.is_nan_() { a + b } else if a >= b { a } else { b };
-    Minimum "minimum" |a, b| if a.is_nan_() || b.is_nan_() { a + b } else if a <= b { a } else { b };
+    Maximum "maximum" |a, b| if a.is_nan() || b.is_nan() { a + b } else if a >= b { a } else { b };
+    Minimum "minimum" |a, b| if a.is_nan() || b.is_nan() { a + b } else if a <= b { a } else { b };
     Eq "eq" |a, b| truth(a == b);
     Ne "ne" |a, b| truth(a != b);
     Lt "lt" |a, b| truth(a < b);
     Le "le" |a, b| truth(a <= b);
     Gt "gt" |a, b| truth(a > b);
     Ge "ge" |a, b| truth(a >= b);
-}
-
-/// NaN test through PartialOrd, so `Float` needs no extra method.
-trait NanTest {
-    fn is_nan_(self) -> bool;
-}
-impl<T: Float> NanTest for T {
-    #[inline]
-    #[allow(clippy::eq_op)]
-    fn is_nan_(self) -> bool {
-        self != self
-    }
 }
 
 impl BinaryOp {

@@ -107,7 +107,7 @@ fn norm(
             ));
         }
     }
-    if !(shape.eps >= 0.0) {
+    if shape.eps.is_nan() || shape.eps < 0.0 {
         return Err(Error::arg(op, format!("eps {} must be >= 0", shape.eps)));
     }
     let x = x.contiguous()?;
