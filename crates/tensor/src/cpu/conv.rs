@@ -157,37 +157,56 @@ pub(crate) fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], s: &ConvShape) -
     dx
 }
 
-/// dw [Cout, Cin, KH, KW] = sum over images of dy_n [Cout, P] col_n^T [P, K], images in
-/// order (a fixed summation order), each GEMM parallel inside.
+/// Images per partial sum of the weight gradient. Fixed, so the summation order (and
+/// the bits) never depend on the thread count.
+const WEIGHT_GRAD_GROUP: usize = 4;
+
+/// dw [Cout, Cin, KH, KW] = sum over images of dy_n [Cout, P] col_n^T [P, K]. Groups of
+/// `WEIGHT_GRAD_GROUP` images accumulate their own partial sums in parallel (one thread
+/// per group), then the partials are added in group order.
 pub(crate) fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], s: &ConvShape) -> Vec<T> {
     let (k, p) = col_dims(s);
     let in_len = s.c_in * s.h * s.w;
-    let mut dw = vec![T::ZERO; s.c_out * k];
-    let mut col = if is_pointwise(s) {
-        Vec::new()
-    } else {
-        vec![T::ZERO; k * p]
-    };
-    for n in 0..s.n {
-        let xn = &x[n * in_len..(n + 1) * in_len];
-        let c: &[T] = if is_pointwise(s) {
-            xn
-        } else {
-            im2col(xn, s, &mut col);
-            &col
-        };
-        let dyn_ = &dy[n * s.c_out * p..(n + 1) * s.c_out * p];
-        // col^T is [P, K]: element (q, i) at col[i * P + q].
-        gemm_into(
-            &mut dw,
-            dyn_,
-            (p, 1),
-            c,
-            (1, p),
-            (s.c_out, k, p),
-            n > 0,
-            true,
-        );
+    let groups: Vec<Vec<T>> = (0..s.n.div_ceil(WEIGHT_GRAD_GROUP))
+        .into_par_iter()
+        .map(|g| {
+            let mut dw = vec![T::ZERO; s.c_out * k];
+            let mut col = if is_pointwise(s) {
+                Vec::new()
+            } else {
+                vec![T::ZERO; k * p]
+            };
+            let images = g * WEIGHT_GRAD_GROUP..((g + 1) * WEIGHT_GRAD_GROUP).min(s.n);
+            // One group only (a small batch): let the GEMM use every thread instead.
+            let parallel = s.n <= WEIGHT_GRAD_GROUP;
+            for n in images.clone() {
+                let xn = &x[n * in_len..(n + 1) * in_len];
+                let c: &[T] = if is_pointwise(s) {
+                    xn
+                } else {
+                    im2col(xn, s, &mut col);
+                    &col
+                };
+                let dyn_ = &dy[n * s.c_out * p..(n + 1) * s.c_out * p];
+                // col^T is [P, K]: element (q, i) at col[i * P + q].
+                gemm_into(
+                    &mut dw,
+                    dyn_,
+                    (p, 1),
+                    c,
+                    (1, p),
+                    (s.c_out, k, p),
+                    n > images.start,
+                    parallel,
+                );
+            }
+            dw
+        })
+        .collect();
+    let mut parts = groups.into_iter();
+    let mut dw = parts.next().unwrap_or_else(|| vec![T::ZERO; s.c_out * k]);
+    for part in parts {
+        dw.iter_mut().zip(part).for_each(|(a, b)| *a += b);
     }
     dw
 }

@@ -152,9 +152,15 @@ fn conv_shape(
     })
 }
 
-/// dL/dx of conv2d from dL/dy (untracked; the backward rule calls it).
-pub(crate) fn conv2d_backward_input(dy: &Tensor, w: &Tensor, shape: &ConvShape) -> Result<Tensor> {
-    let dy = dy.contiguous()?;
+/// dL/dx of conv2d from dL/dy (untracked; the backward rule calls it), as
+/// torch.nn.grad.conv2d_input.
+pub fn conv2d_backward_input(dy: &Tensor, w: &Tensor, shape: &ConvShape) -> Result<Tensor> {
+    check_dims(
+        "conv2d_backward_input",
+        &[(dy, shape.y_dims(), "dy"), (w, shape.w_dims(), "weight")],
+    )?;
+    let (dy, w) = (dy.contiguous()?, w.contiguous()?);
+    let w = &w;
     let s = {
         let g = crate::tensor::read_storages(&[&dy, w]);
         g.get(0)
@@ -163,13 +169,35 @@ pub(crate) fn conv2d_backward_input(dy: &Tensor, w: &Tensor, shape: &ConvShape) 
     Ok(Tensor::from_storage(s, shape.x_dims(), None))
 }
 
-/// dL/dw of conv2d from the input and dL/dy (untracked).
-pub(crate) fn conv2d_backward_weight(x: &Tensor, dy: &Tensor, shape: &ConvShape) -> Result<Tensor> {
-    let dy = dy.contiguous()?;
+/// dL/dw of conv2d from the input and dL/dy (untracked), as torch.nn.grad.conv2d_weight.
+pub fn conv2d_backward_weight(x: &Tensor, dy: &Tensor, shape: &ConvShape) -> Result<Tensor> {
+    check_dims(
+        "conv2d_backward_weight",
+        &[(x, shape.x_dims(), "x"), (dy, shape.y_dims(), "dy")],
+    )?;
+    let (x, dy) = (x.contiguous()?, dy.contiguous()?);
+    let x = &x;
     let s = {
         let g = crate::tensor::read_storages(&[x, &dy]);
         g.get(0)
             .conv2d_backward_weight(x.layout(), (g.get(1), dy.layout()), shape)?
     };
     Ok(Tensor::from_storage(s, shape.w_dims(), None))
+}
+
+/// Checks that each operand has the dims `shape` implies (and one dtype and device).
+fn check_dims(op: &'static str, operands: &[(&Tensor, [usize; 4], &str)]) -> Result<()> {
+    same_dtype_device(op, &operands.iter().map(|o| o.0).collect::<Vec<_>>())?;
+    for (t, want, name) in operands {
+        if t.dims() != want {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "{name} has shape {}, the conv shape implies {want:?}",
+                    t.shape()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -15,12 +15,11 @@ mod view;
 
 pub use attention::{scaled_dot_product_attention, AttnShape};
 pub use binary::{BinaryOp, MapFn2};
-pub use conv::{ConvShape, IntoPair};
+pub use conv::{conv2d_backward_input, conv2d_backward_weight, ConvShape, IntoPair};
 pub use norm::NormShape;
 pub use reduce::ReduceOp;
 pub use unary::{MapFn, UnaryOp};
 
 pub(crate) use attention::attention_backward;
-pub(crate) use conv::{conv2d_backward_input, conv2d_backward_weight};
 pub(crate) use index::embedding_backward;
 pub(crate) use norm::norm_backward;

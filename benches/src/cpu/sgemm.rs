@@ -1,0 +1,132 @@
+//! The sgemm section: kuosan's sgemm vs the matrixmultiply crate, square and model shapes.
+
+use kuosan_tensor::cpu::gemm::sgemm;
+
+use crate::report::{Row, Section};
+use crate::timing::{interleaved, random_f32};
+
+/// Peer named in the report.
+pub const PEER: &str = "matrixmultiply";
+
+/// One GEMM shape. `b_transposed`: B is read as a column-major view (stride (1, k)), as
+/// attention's Q·Kᵀ does.
+#[derive(Clone, Copy, Debug)]
+pub struct Case {
+    pub label: &'static str,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub b_transposed: bool,
+}
+
+const fn case(label: &'static str, m: usize, n: usize, k: usize, b_transposed: bool) -> Case {
+    Case {
+        label,
+        m,
+        n,
+        k,
+        b_transposed,
+    }
+}
+
+/// Square sizes, then the U-Net's shapes: conv3x3 as GEMM (m = out channels, n = pixels,
+/// k = 9 · in channels) and attention (Q·Kᵀ with k = head dim, then P·V).
+pub fn cases(quick: bool) -> Vec<Case> {
+    let mut v = vec![
+        case("256³", 256, 256, 256, false),
+        case("512³", 512, 512, 512, false),
+        case("1024³", 1024, 1024, 1024, false),
+    ];
+    if !quick {
+        v.push(case("2048³", 2048, 2048, 2048, false));
+    }
+    v.extend([
+        case("conv m32 n1024 k288", 32, 1024, 288, false),
+        case("conv m64 n1024 k576", 64, 1024, 576, false),
+        case("conv m128 n256 k1152", 128, 256, 1152, false),
+        case("attn QKᵀ 256² k32", 256, 256, 32, true),
+        case("attn QKᵀ 1024² k64", 1024, 1024, 64, true),
+        case("attn PV m1024 n64 k1024", 1024, 64, 1024, false),
+        case("attn PV m1024 n32 k1024", 1024, 32, 1024, false),
+    ]);
+    v
+}
+
+/// Runs every case on the current rayon pool (`threads` wide; matrixmultiply's own thread
+/// count must already be set to match through MATMUL_NUM_THREADS).
+pub fn run(threads: usize, reps: usize, quick: bool, peak_gflops: f64) -> Section {
+    let rows = cases(quick)
+        .into_iter()
+        .map(|c| {
+            eprintln!("  sgemm {} on {threads} thread(s)", c.label);
+            row(c, threads, reps, peak_gflops)
+        })
+        .collect();
+    Section {
+        name: "sgemm".into(),
+        peer: PEER.into(),
+        rows,
+    }
+}
+
+fn row(c: Case, threads: usize, reps: usize, peak_gflops: f64) -> Row {
+    let (m, n, k) = (c.m, c.n, c.k);
+    let a = random_f32(m * k, 1);
+    let b = random_f32(k * n, 2);
+    let (rsb, csb) = if c.b_transposed { (1, k) } else { (n, 1) };
+    let mut c_ours = vec![0.0f32; m * n];
+    let mut c_peer = vec![0.0f32; m * n];
+
+    let mut ours = || sgemm(m, n, k, &a, k, 1, &b, rsb, csb, &mut c_ours, n, false, true);
+    let mut peer = || {
+        // SAFETY: a is m×k row-major, b is k×n with strides (rsb, csb), c is m×n row-major;
+        // all three slices are exactly that long, so every access is in bounds.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                k as isize,
+                1,
+                b.as_ptr(),
+                rsb as isize,
+                csb as isize,
+                0.0,
+                c_peer.as_mut_ptr(),
+                n as isize,
+                1,
+            )
+        }
+    };
+    let (t_ours, t_peer) = interleaved(&mut ours, &mut peer, reps);
+    check_close(&c_ours, &c_peer, k, c.label);
+
+    let flop = 2.0 * (m * n * k) as f64;
+    let (g_ours, g_peer) = (flop / t_ours / 1e9, flop / t_peer / 1e9);
+    Row {
+        case: c.label.into(),
+        threads,
+        flop,
+        ours_gflops: g_ours,
+        peer_gflops: g_peer,
+        ratio: g_ours / g_peer,
+        frac_peak: g_ours / peak_gflops,
+        reps,
+    }
+}
+
+/// A benchmark of a wrong answer is worthless: both results must agree to f32 rounding.
+fn check_close(ours: &[f32], peer: &[f32], k: usize, label: &str) {
+    let tol = 4.0 * k as f32 * f32::EPSILON * k as f32;
+    let worst = ours
+        .iter()
+        .zip(peer)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst <= tol,
+        "sgemm {label}: ours and {PEER} differ by {worst} (> {tol})"
+    );
+}

@@ -1,0 +1,9 @@
+//! kuosan's kernel microbenchmarks, each side by side with a peer measured in the same run.
+//!
+//! `cpu::run` produces a [`report::Report`]: the machine's measured FMA peak plus one
+//! [`report::Section`] per kernel family (sgemm today; conv2d and others slot in as further
+//! sections). `xtask` prints it as a table or writes it as JSON.
+
+pub mod cpu;
+pub mod report;
+pub mod timing;

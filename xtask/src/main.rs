@@ -1,0 +1,113 @@
+//! `cargo xtask`: kuosan's command line. Thin: parses arguments and calls the crates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use kuosan_benches::cpu;
+
+#[derive(Parser)]
+#[command(
+    name = "xtask",
+    about = "kuosan's tasks: benchmarks (and later train, sample, test)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run microbenchmarks and print a table.
+    Bench {
+        #[command(subcommand)]
+        target: BenchTarget,
+    },
+    /// Internal: one thread count of `bench cpu`, run in a child process (JSON on stdout).
+    #[command(name = cpu::CHILD_COMMAND, hide = true)]
+    BenchCpuChild {
+        #[arg(long)]
+        threads: usize,
+        #[command(flatten)]
+        common: CpuArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchTarget {
+    /// CPU kernels (sgemm) vs peers (matrixmultiply), with the measured FMA peak.
+    Cpu {
+        /// Thread counts to measure, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        threads: Vec<usize>,
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[command(flatten)]
+        common: CpuArgs,
+    },
+}
+
+#[derive(Args)]
+struct CpuArgs {
+    /// Timed repetitions per case after warm-up (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    reps: usize,
+    /// Skip the largest sizes.
+    #[arg(long)]
+    quick: bool,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Cmd::Bench {
+            target:
+                BenchTarget::Cpu {
+                    threads,
+                    json,
+                    common,
+                },
+        } => {
+            if common.reps < 1 || threads.contains(&0) {
+                return Err("--reps and every --threads value must be at least 1".into());
+            }
+            let opts = cpu::Options {
+                threads,
+                reps: common.reps,
+                quick: common.quick,
+            };
+            let report = cpu::run(&opts)?;
+            print!("{}", report.to_table());
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+                std::fs::write(&path, text)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
+            Ok(())
+        }
+        Cmd::BenchCpuChild { threads, common } => {
+            let opts = cpu::Options {
+                threads: vec![threads],
+                reps: common.reps,
+                quick: common.quick,
+            };
+            let report = cpu::run_child(threads, &opts)?;
+            println!(
+                "{}",
+                serde_json::to_string(&report).map_err(|e| e.to_string())?
+            );
+            Ok(())
+        }
+    }
+}
