@@ -35,18 +35,33 @@ fn im2col<T: Float>(x: &[T], s: &ConvShape, col: &mut [T]) {
                         continue;
                     }
                     let src = &plane[ih as usize * s.w..(ih as usize + 1) * s.w];
-                    for (ow, d) in dst.iter_mut().enumerate() {
-                        let iw = (ow * sw + j) as isize - pw as isize;
-                        *d = if iw >= 0 && iw < s.w as isize {
-                            src[iw as usize]
-                        } else {
-                            T::ZERO
-                        };
+                    let (lo, hi) = valid_cols(s, wo, j);
+                    dst[..lo].fill(T::ZERO);
+                    dst[hi..].fill(T::ZERO);
+                    if sw == 1 {
+                        // Stride 1: the valid outputs read one contiguous run of the row.
+                        let start = lo + j - pw;
+                        dst[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
+                    } else {
+                        for (ow, d) in dst.iter_mut().enumerate().take(hi).skip(lo) {
+                            *d = src[ow * sw + j - pw];
+                        }
                     }
                 }
             }
         }
     }
+}
+
+/// The output columns [lo, hi) whose input column ow * stride + j - pad lies inside the
+/// row (the rest read padding).
+fn valid_cols(s: &ConvShape, wo: usize, j: usize) -> (usize, usize) {
+    let (sw, pw) = (s.stride.1, s.padding.1);
+    // ow * sw + j >= pw  <=>  ow >= ceil((pw - j) / sw)
+    let lo = pw.saturating_sub(j).div_ceil(sw).min(wo);
+    // ow * sw + j < w + pw  <=>  ow < ceil((w + pw - j) / sw)
+    let hi = (s.w + pw).saturating_sub(j).div_ceil(sw).clamp(lo, wo);
+    (lo, hi)
 }
 
 /// The adjoint of im2col: adds col [Cin*KH*KW, HO*WO] back into dx [Cin, H, W].
@@ -64,11 +79,10 @@ fn col2im<T: Float>(col: &[T], s: &ConvShape, dx: &mut [T]) {
                         continue;
                     }
                     let dst = &mut plane[ih as usize * s.w..(ih as usize + 1) * s.w];
-                    for (ow, &g) in row[oh * wo..(oh + 1) * wo].iter().enumerate() {
-                        let iw = (ow * sw + j) as isize - pw as isize;
-                        if iw >= 0 && iw < s.w as isize {
-                            dst[iw as usize] += g;
-                        }
+                    let (lo, hi) = valid_cols(s, wo, j);
+                    let src = &row[oh * wo..(oh + 1) * wo];
+                    for (ow, &g) in src.iter().enumerate().take(hi).skip(lo) {
+                        dst[ow * sw + j - pw] += g;
                     }
                 }
             }
@@ -79,18 +93,26 @@ fn col2im<T: Float>(col: &[T], s: &ConvShape, dx: &mut [T]) {
 /// Runs `f(image index, output chunk)` over images: in parallel over images when there
 /// are several (each GEMM then runs on one thread), else one image at a time with a
 /// parallel GEMM. The GEMM's result does not depend on that choice.
-fn per_image<T: Send>(out: &mut [T], per: usize, f: impl Fn(usize, &mut [T], bool) + Sync) {
+/// `scratch` elements of working memory are handed to `f` and reused across the images
+/// a rayon job runs (a fresh buffer per image costs page faults).
+fn per_image<T: Float>(
+    out: &mut [T],
+    per: usize,
+    scratch: usize,
+    f: impl Fn(usize, &mut [T], &mut [T], bool) + Sync,
+) {
     if per == 0 {
         return;
     }
     if out.len() / per >= 2 {
         out.par_chunks_mut(per)
             .enumerate()
-            .for_each(|(i, o)| f(i, o, false));
+            .for_each_init(|| vec![T::ZERO; scratch], |buf, (i, o)| f(i, o, buf, false));
     } else {
+        let mut buf = vec![T::ZERO; scratch];
         out.chunks_mut(per)
             .enumerate()
-            .for_each(|(i, o)| f(i, o, true));
+            .for_each(|(i, o)| f(i, o, &mut buf, true));
     }
 }
 
@@ -99,16 +121,14 @@ pub(crate) fn conv2d<T: Gemm>(x: &[T], w: &[T], bias: Option<&[T]>, s: &ConvShap
     let (k, p) = col_dims(s);
     let in_len = s.c_in * s.h * s.w;
     let mut y = vec![T::ZERO; s.n * s.c_out * p];
-    per_image(&mut y, s.c_out * p, |n, yn, parallel| {
+    let scratch = if is_pointwise(s) { 0 } else { k * p };
+    per_image(&mut y, s.c_out * p, scratch, |n, yn, buf, parallel| {
         let xn = &x[n * in_len..(n + 1) * in_len];
-        let col_buf;
         let col: &[T] = if is_pointwise(s) {
             xn
         } else {
-            let mut c = vec![T::ZERO; k * p];
-            im2col(xn, s, &mut c);
-            col_buf = c;
-            &col_buf
+            im2col(xn, s, buf);
+            buf
         };
         gemm_into(yn, w, (k, 1), col, (p, 1), (s.c_out, p, k), false, parallel);
         if let Some(b) = bias {
@@ -120,12 +140,42 @@ pub(crate) fn conv2d<T: Gemm>(x: &[T], w: &[T], bias: Option<&[T]>, s: &ConvShap
     y
 }
 
-/// dx [N, Cin, H, W] from dy [N, Cout, HO, WO]: per image, dcol = w^T dy, then col2im.
+/// dx [N, Cin, H, W] from dy [N, Cout, HO, WO]. A stride-1 conv's input gradient is
+/// itself a stride-1 conv: of dy with the weight flipped in space and transposed in
+/// channels, padded by k - 1 - p (the "full" correlation), which runs as a forward conv
+/// with its efficient im2col + GEMM. Other strides: per image, dcol = w^T dy, then col2im.
 pub(crate) fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], s: &ConvShape) -> Vec<T> {
+    if s.stride == (1, 1) && s.padding.0 < s.kh && s.padding.1 < s.kw && !is_pointwise(s) {
+        let t = ConvShape {
+            n: s.n,
+            c_in: s.c_out,
+            h: s.h_out(),
+            w: s.w_out(),
+            c_out: s.c_in,
+            kh: s.kh,
+            kw: s.kw,
+            stride: (1, 1),
+            padding: (s.kh - 1 - s.padding.0, s.kw - 1 - s.padding.1),
+        };
+        // w' [Cin, Cout, KH, KW] with w'[c, o, i, j] = w[o, c, KH-1-i, KW-1-j].
+        let mut flipped = vec![T::ZERO; w.len()];
+        for o in 0..s.c_out {
+            for c in 0..s.c_in {
+                for i in 0..s.kh {
+                    for j in 0..s.kw {
+                        flipped[((c * s.c_out + o) * s.kh + i) * s.kw + j] =
+                            w[((o * s.c_in + c) * s.kh + (s.kh - 1 - i)) * s.kw + (s.kw - 1 - j)];
+                    }
+                }
+            }
+        }
+        return conv2d(dy, &flipped, None, &t);
+    }
     let (k, p) = col_dims(s);
     let in_len = s.c_in * s.h * s.w;
     let mut dx = vec![T::ZERO; s.n * in_len];
-    per_image(&mut dx, in_len, |n, dxn, parallel| {
+    let scratch = if is_pointwise(s) { 0 } else { k * p };
+    per_image(&mut dx, in_len, scratch, |n, dxn, dcol, parallel| {
         let dyn_ = &dy[n * s.c_out * p..(n + 1) * s.c_out * p];
         // w^T is [K, Cout]: element (i, o) at w[o * K + i].
         if is_pointwise(s) {
@@ -140,9 +190,8 @@ pub(crate) fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], s: &ConvShape) -
                 parallel,
             );
         } else {
-            let mut dcol = vec![T::ZERO; k * p];
             gemm_into(
-                &mut dcol,
+                dcol,
                 w,
                 (1, k),
                 dyn_,
@@ -151,7 +200,7 @@ pub(crate) fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], s: &ConvShape) -
                 false,
                 parallel,
             );
-            col2im(&dcol, s, dxn);
+            col2im(dcol, s, dxn);
         }
     });
     dx
