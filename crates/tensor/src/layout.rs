@@ -232,6 +232,53 @@ impl Layout {
     }
 }
 
+/// Several layouts of one shape walked together, with axes merged wherever every layout
+/// allows (axis i folds into i+1 when each operand steps through i as a continuation of
+/// i+1) and size-1 axes dropped. A contiguous layout becomes a single axis of stride 1.
+pub(crate) struct Coalesced<const N: usize> {
+    /// Axis sizes, outermost first (empty for one element; contains 0 when empty).
+    pub dims: Vec<usize>,
+    /// Per axis, each operand's stride.
+    pub strides: Vec<[usize; N]>,
+    /// Each operand's offset.
+    pub offsets: [usize; N],
+}
+
+impl<const N: usize> Coalesced<N> {
+    pub fn new(layouts: [&Layout; N]) -> Self {
+        let dims = layouts[0].dims();
+        debug_assert!(layouts.iter().all(|l| l.dims() == dims));
+        let offsets = std::array::from_fn(|k| layouts[k].offset());
+        if dims.contains(&0) {
+            return Coalesced {
+                dims: vec![0],
+                strides: vec![[0; N]],
+                offsets,
+            };
+        }
+        let mut axes: Vec<(usize, [usize; N])> = Vec::new();
+        for (i, &d) in dims.iter().enumerate() {
+            if d == 1 {
+                continue;
+            }
+            let strides = std::array::from_fn(|k| layouts[k].strides()[i]);
+            if let Some((pd, ps)) = axes.last_mut() {
+                if (0..N).all(|k| ps[k] == strides[k] * d) {
+                    *pd *= d;
+                    *ps = strides;
+                    continue;
+                }
+            }
+            axes.push((d, strides));
+        }
+        Coalesced {
+            dims: axes.iter().map(|a| a.0).collect(),
+            strides: axes.iter().map(|a| a.1).collect(),
+            offsets,
+        }
+    }
+}
+
 /// Iterator over the storage offsets of a layout in row-major order.
 pub struct StridedOffsets<'a> {
     layout: &'a Layout,

@@ -55,6 +55,7 @@ pub(crate) enum Op {
     BroadcastAs(Tensor),
     Copy(Tensor),
     ToDType(Tensor),
+    ToDevice(Tensor),
 }
 
 impl Op {
@@ -74,7 +75,8 @@ impl Op {
             | Narrow(x, _, _)
             | BroadcastAs(x)
             | Copy(x)
-            | ToDType(x) => vec![x],
+            | ToDType(x)
+            | ToDevice(x) => vec![x],
             Binary(a, b, _) | Matmul(a, b) => vec![a, b],
             Where(c, a, b) => vec![c, a, b],
             Conv2d { x, w, bias, .. } => [Some(x), Some(w), bias].into_iter().flatten().collect(),
@@ -115,7 +117,8 @@ impl Op {
             | Narrow(x, _, _)
             | BroadcastAs(x)
             | Copy(x)
-            | ToDType(x) => vec![x],
+            | ToDType(x)
+            | ToDevice(x) => vec![x],
             Binary(a, b, _) | Matmul(a, b) => vec![a, b],
             Where(_, a, b) => vec![a, b],
             Conv2d { x, w, bias, .. } => [Some(x), Some(w), bias.as_ref()]
@@ -294,6 +297,7 @@ impl Op {
             BroadcastAs(x) => put(x, g.sum_to(x.shape()))?,
             Copy(x) => put(x, Ok(g.clone()))?,
             ToDType(x) => put(x, g.to_dtype(x.dtype()))?,
+            ToDevice(x) => put(x, g.to_device(x.device()))?,
         }
         Ok(grads)
     }

@@ -4,88 +4,143 @@
 
 use crate::backend::{BackendStorage, Operand};
 use crate::cpu::CpuStorage;
+use crate::gpu::GpuStorage;
 use crate::ops::{AttnShape, BinaryOp, ConvShape, NormShape, ReduceOp, UnaryOp};
-use crate::{DType, Device, Layout, Result};
+use crate::{DType, Device, Error, Layout, Result};
 
 /// A tensor's elements on one device.
 #[derive(Debug, Clone)]
 pub enum Storage {
     Cpu(CpuStorage),
+    Gpu(GpuStorage),
 }
 
 impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            Storage::Gpu(s) => Device::Gpu(s.device.clone()),
         }
     }
 }
 
-/// The CPU storage of an operand, whose device the tensor layer has already matched.
-fn cpu<'a>(o: Operand<'a, Storage>) -> Operand<'a, CpuStorage> {
+fn mismatch(found: &Storage, want: &str) -> Error {
+    Error::device(
+        "op",
+        format!(
+            "an operand is on {} while the op runs on the {want}: move it first",
+            found.device()
+        ),
+    )
+}
+
+/// The CPU storage of an operand of a CPU op.
+fn cpu<'a>(o: Operand<'a, Storage>) -> Result<Operand<'a, CpuStorage>> {
     match o.0 {
-        Storage::Cpu(s) => (s, o.1),
+        Storage::Cpu(s) => Ok((s, o.1)),
+        other => Err(mismatch(other, "cpu")),
     }
 }
 
-fn cpu_opt<'a>(o: Option<Operand<'a, Storage>>) -> Option<Operand<'a, CpuStorage>> {
-    o.map(cpu)
+/// The GPU storage of an operand of a GPU op.
+fn gpu<'a>(o: Operand<'a, Storage>) -> Result<Operand<'a, GpuStorage>> {
+    match o.0 {
+        Storage::Gpu(s) => Ok((s, o.1)),
+        other => Err(mismatch(other, "gpu")),
+    }
+}
+
+fn cpu_opt<'a>(o: Option<Operand<'a, Storage>>) -> Result<Option<Operand<'a, CpuStorage>>> {
+    o.map(cpu).transpose()
+}
+
+fn gpu_opt<'a>(o: Option<Operand<'a, Storage>>) -> Result<Option<Operand<'a, GpuStorage>>> {
+    o.map(gpu).transpose()
+}
+
+fn cpu_ref<'a>(s: &'a Storage) -> Result<&'a CpuStorage> {
+    match s {
+        Storage::Cpu(s) => Ok(s),
+        other => Err(mismatch(other, "cpu")),
+    }
+}
+
+fn gpu_ref<'a>(s: &'a Storage) -> Result<&'a GpuStorage> {
+    match s {
+        Storage::Gpu(s) => Ok(s),
+        other => Err(mismatch(other, "gpu")),
+    }
+}
+
+fn three<S>(r: Result<(S, S, S)>, wrap: fn(S) -> Storage) -> Result<(Storage, Storage, Storage)> {
+    r.map(|(a, b, c)| (wrap(a), wrap(b), wrap(c)))
 }
 
 impl BackendStorage for Storage {
     fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => s.dtype(),
+            Storage::Gpu(s) => s.dtype(),
         }
     }
     fn copy_strided(&self, l: &Layout) -> Result<Self> {
         match self {
             Storage::Cpu(s) => s.copy_strided(l).map(Storage::Cpu),
+            Storage::Gpu(s) => s.copy_strided(l).map(Storage::Gpu),
         }
     }
     fn copy_into(&mut self, dst: &Layout, src: Operand<Self>) -> Result<()> {
         match self {
-            Storage::Cpu(s) => s.copy_into(dst, cpu(src)),
+            Storage::Cpu(s) => s.copy_into(dst, cpu(src)?),
+            Storage::Gpu(s) => s.copy_into(dst, gpu(src)?),
         }
     }
     fn to_dtype(&self, l: &Layout, dtype: DType) -> Result<Self> {
         match self {
             Storage::Cpu(s) => s.to_dtype(l, dtype).map(Storage::Cpu),
+            Storage::Gpu(s) => s.to_dtype(l, dtype).map(Storage::Gpu),
         }
     }
     fn unary(&self, l: &Layout, op: UnaryOp, derivative: bool) -> Result<Self> {
         match self {
             Storage::Cpu(s) => s.unary(l, op, derivative).map(Storage::Cpu),
+            Storage::Gpu(s) => s.unary(l, op, derivative).map(Storage::Gpu),
         }
     }
     fn affine(&self, l: &Layout, mul: f64, add: f64) -> Result<Self> {
         match self {
             Storage::Cpu(s) => s.affine(l, mul, add).map(Storage::Cpu),
+            Storage::Gpu(s) => s.affine(l, mul, add).map(Storage::Gpu),
         }
     }
     fn powf(&self, l: &Layout, e: f64) -> Result<Self> {
         match self {
             Storage::Cpu(s) => s.powf(l, e).map(Storage::Cpu),
+            Storage::Gpu(s) => s.powf(l, e).map(Storage::Gpu),
         }
     }
     fn binary(&self, l: &Layout, rhs: Operand<Self>, op: BinaryOp) -> Result<Self> {
         match self {
-            Storage::Cpu(s) => s.binary(l, cpu(rhs), op).map(Storage::Cpu),
+            Storage::Cpu(s) => s.binary(l, cpu(rhs)?, op).map(Storage::Cpu),
+            Storage::Gpu(s) => s.binary(l, gpu(rhs)?, op).map(Storage::Gpu),
         }
     }
     fn where_cond(&self, l: &Layout, t: Operand<Self>, f: Operand<Self>) -> Result<Self> {
         match self {
-            Storage::Cpu(s) => s.where_cond(l, cpu(t), cpu(f)).map(Storage::Cpu),
+            Storage::Cpu(s) => s.where_cond(l, cpu(t)?, cpu(f)?).map(Storage::Cpu),
+            Storage::Gpu(s) => s.where_cond(l, gpu(t)?, gpu(f)?).map(Storage::Gpu),
         }
     }
     fn reduce(&self, l: &Layout, op: ReduceOp, dims: &[usize]) -> Result<Self> {
         match self {
             Storage::Cpu(s) => s.reduce(l, op, dims).map(Storage::Cpu),
+            Storage::Gpu(s) => s.reduce(l, op, dims).map(Storage::Gpu),
         }
     }
     fn matmul(&self, l: &Layout, rhs: Operand<Self>) -> Result<Self> {
         match self {
-            Storage::Cpu(s) => s.matmul(l, cpu(rhs)).map(Storage::Cpu),
+            Storage::Cpu(s) => s.matmul(l, cpu(rhs)?).map(Storage::Cpu),
+            Storage::Gpu(s) => s.matmul(l, gpu(rhs)?).map(Storage::Gpu),
         }
     }
     fn conv2d(
@@ -96,12 +151,14 @@ impl BackendStorage for Storage {
         sh: &ConvShape,
     ) -> Result<Self> {
         match self {
-            Storage::Cpu(s) => s.conv2d(l, cpu(w), cpu_opt(bias), sh).map(Storage::Cpu),
+            Storage::Cpu(s) => s.conv2d(l, cpu(w)?, cpu_opt(bias)?, sh).map(Storage::Cpu),
+            Storage::Gpu(s) => s.conv2d(l, gpu(w)?, gpu_opt(bias)?, sh).map(Storage::Gpu),
         }
     }
     fn conv2d_backward_input(&self, l: &Layout, w: Operand<Self>, sh: &ConvShape) -> Result<Self> {
         match self {
-            Storage::Cpu(s) => s.conv2d_backward_input(l, cpu(w), sh).map(Storage::Cpu),
+            Storage::Cpu(s) => s.conv2d_backward_input(l, cpu(w)?, sh).map(Storage::Cpu),
+            Storage::Gpu(s) => s.conv2d_backward_input(l, gpu(w)?, sh).map(Storage::Gpu),
         }
     }
     fn conv2d_backward_weight(
@@ -111,7 +168,8 @@ impl BackendStorage for Storage {
         sh: &ConvShape,
     ) -> Result<Self> {
         match self {
-            Storage::Cpu(s) => s.conv2d_backward_weight(l, cpu(dy), sh).map(Storage::Cpu),
+            Storage::Cpu(s) => s.conv2d_backward_weight(l, cpu(dy)?, sh).map(Storage::Cpu),
+            Storage::Gpu(s) => s.conv2d_backward_weight(l, gpu(dy)?, sh).map(Storage::Gpu),
         }
     }
     fn norm(
@@ -122,10 +180,8 @@ impl BackendStorage for Storage {
         sh: &NormShape,
     ) -> Result<(Self, Self, Self)> {
         match self {
-            Storage::Cpu(s) => {
-                let (y, m, r) = s.norm(l, cpu_opt(w), cpu_opt(b), sh)?;
-                Ok((Storage::Cpu(y), Storage::Cpu(m), Storage::Cpu(r)))
-            }
+            Storage::Cpu(s) => three(s.norm(l, cpu_opt(w)?, cpu_opt(b)?, sh), Storage::Cpu),
+            Storage::Gpu(s) => three(s.norm(l, gpu_opt(w)?, gpu_opt(b)?, sh), Storage::Gpu),
         }
     }
     fn norm_backward(
@@ -137,16 +193,21 @@ impl BackendStorage for Storage {
         rstd: &Self,
         sh: &NormShape,
     ) -> Result<(Self, Self, Self)> {
-        match (self, mean, rstd) {
-            (Storage::Cpu(s), Storage::Cpu(m), Storage::Cpu(r)) => {
-                let (dx, dw, db) = s.norm_backward(l, cpu(dy), cpu_opt(w), m, r, sh)?;
-                Ok((Storage::Cpu(dx), Storage::Cpu(dw), Storage::Cpu(db)))
-            }
+        match self {
+            Storage::Cpu(s) => three(
+                s.norm_backward(l, cpu(dy)?, cpu_opt(w)?, cpu_ref(mean)?, cpu_ref(rstd)?, sh),
+                Storage::Cpu,
+            ),
+            Storage::Gpu(s) => three(
+                s.norm_backward(l, gpu(dy)?, gpu_opt(w)?, gpu_ref(mean)?, gpu_ref(rstd)?, sh),
+                Storage::Gpu,
+            ),
         }
     }
     fn softmax_last(&self, l: &Layout) -> Result<Self> {
         match self {
             Storage::Cpu(s) => s.softmax_last(l).map(Storage::Cpu),
+            Storage::Gpu(s) => s.softmax_last(l).map(Storage::Gpu),
         }
     }
     fn attention(
@@ -159,8 +220,12 @@ impl BackendStorage for Storage {
     ) -> Result<(Self, Self)> {
         match self {
             Storage::Cpu(s) => {
-                let (o, lse) = s.attention(q, cpu(k), cpu(v), cpu_opt(mask), sh)?;
+                let (o, lse) = s.attention(q, cpu(k)?, cpu(v)?, cpu_opt(mask)?, sh)?;
                 Ok((Storage::Cpu(o), Storage::Cpu(lse)))
+            }
+            Storage::Gpu(s) => {
+                let (o, lse) = s.attention(q, gpu(k)?, gpu(v)?, gpu_opt(mask)?, sh)?;
+                Ok((Storage::Gpu(o), Storage::Gpu(lse)))
             }
         }
     }
@@ -175,35 +240,51 @@ impl BackendStorage for Storage {
         dout: Operand<Self>,
         sh: &AttnShape,
     ) -> Result<(Self, Self, Self)> {
-        match (self, lse) {
-            (Storage::Cpu(s), Storage::Cpu(lse)) => {
-                let (dq, dk, dv) = s.attention_backward(
+        match self {
+            Storage::Cpu(s) => three(
+                s.attention_backward(
                     q,
-                    cpu(k),
-                    cpu(v),
-                    cpu_opt(mask),
-                    cpu(out),
-                    lse,
-                    cpu(dout),
+                    cpu(k)?,
+                    cpu(v)?,
+                    cpu_opt(mask)?,
+                    cpu(out)?,
+                    cpu_ref(lse)?,
+                    cpu(dout)?,
                     sh,
-                )?;
-                Ok((Storage::Cpu(dq), Storage::Cpu(dk), Storage::Cpu(dv)))
-            }
+                ),
+                Storage::Cpu,
+            ),
+            Storage::Gpu(s) => three(
+                s.attention_backward(
+                    q,
+                    gpu(k)?,
+                    gpu(v)?,
+                    gpu_opt(mask)?,
+                    gpu(out)?,
+                    gpu_ref(lse)?,
+                    gpu(dout)?,
+                    sh,
+                ),
+                Storage::Gpu,
+            ),
         }
     }
     fn embedding(&self, l: &Layout, w: Operand<Self>) -> Result<Self> {
         match self {
-            Storage::Cpu(s) => s.embedding(l, cpu(w)).map(Storage::Cpu),
+            Storage::Cpu(s) => s.embedding(l, cpu(w)?).map(Storage::Cpu),
+            Storage::Gpu(s) => s.embedding(l, gpu(w)?).map(Storage::Gpu),
         }
     }
     fn embedding_backward(&self, l: &Layout, dy: Operand<Self>, vocab: usize) -> Result<Self> {
         match self {
-            Storage::Cpu(s) => s.embedding_backward(l, cpu(dy), vocab).map(Storage::Cpu),
+            Storage::Cpu(s) => s.embedding_backward(l, cpu(dy)?, vocab).map(Storage::Cpu),
+            Storage::Gpu(s) => s.embedding_backward(l, gpu(dy)?, vocab).map(Storage::Gpu),
         }
     }
     fn upsample_nearest2d(&self, l: &Layout, factor: usize) -> Result<Self> {
         match self {
             Storage::Cpu(s) => s.upsample_nearest2d(l, factor).map(Storage::Cpu),
+            Storage::Gpu(s) => s.upsample_nearest2d(l, factor).map(Storage::Gpu),
         }
     }
 }

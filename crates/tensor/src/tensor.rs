@@ -3,6 +3,7 @@
 
 use crate::backend::BackendStorage;
 use crate::cpu::CpuStorage;
+use crate::gpu::GpuStorage;
 use crate::op::Op;
 use crate::{DType, Device, Element, Error, Layout, Result, Shape, Storage};
 use std::fmt;
@@ -186,7 +187,19 @@ impl Tensor {
     pub(crate) fn upload(cpu: CpuStorage, device: &Device) -> Result<Storage> {
         match device {
             Device::Cpu => Ok(Storage::Cpu(cpu)),
+            Device::Gpu(g) => Ok(Storage::Gpu(GpuStorage::from_cpu(&cpu, g)?)),
         }
+    }
+
+    /// This tensor's values on `device` (a copy; `self` when already there). Gradients
+    /// flow back across the move.
+    pub fn to_device(&self, device: &Device) -> Result<Tensor> {
+        if self.device() == device {
+            return Ok(self.clone());
+        }
+        let moved = Tensor::upload(self.to_cpu_storage()?, device)?;
+        let rec = crate::autograd::record(&[self], || Op::ToDevice(self.clone()));
+        Ok(Tensor::from_storage(moved, self.shape(), rec))
     }
 
     // ---- accessors ----------------------------------------------------------------
@@ -267,6 +280,14 @@ impl Tensor {
         let s = self.storage();
         match &*s {
             Storage::Cpu(c) => c.copy_strided(self.layout()),
+            Storage::Gpu(g) => {
+                if self.is_contiguous() && self.layout().offset() == 0 && g.len == self.elem_count()
+                {
+                    g.to_cpu()
+                } else {
+                    g.copy_strided(self.layout())?.to_cpu()
+                }
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 //! miniature): axes are coalesced where every operand allows it, and the work becomes
 //! rows of the innermost axis, each with a tight loop over per-operand strides.
 
+use crate::layout::Coalesced;
 use crate::Layout;
 use rayon::prelude::*;
 
@@ -24,31 +25,13 @@ pub(crate) struct Plan<const N: usize> {
 impl<const N: usize> Plan<N> {
     /// Plans a walk over layouts that all have the same shape.
     pub fn new(layouts: [&Layout; N]) -> Self {
-        let dims = layouts[0].dims();
-        debug_assert!(layouts.iter().all(|l| l.dims() == dims));
-        // Keep the axes of size > 1; merge axis i into i+1 when every operand steps
-        // through i exactly as a continuation of i+1.
-        let mut axes: Vec<(usize, [usize; N])> = Vec::new();
-        for (i, &d) in dims.iter().enumerate() {
-            if d == 1 {
-                continue;
-            }
-            let strides = std::array::from_fn(|k| layouts[k].strides()[i]);
-            if let Some((pd, ps)) = axes.last_mut() {
-                if (0..N).all(|k| ps[k] == strides[k] * d) {
-                    *pd *= d;
-                    *ps = strides;
-                    continue;
-                }
-            }
-            axes.push((d, strides));
-        }
+        let c = Coalesced::new(layouts);
+        let mut axes: Vec<(usize, [usize; N])> = c.dims.into_iter().zip(c.strides).collect();
         let (len, inner) = axes.pop().unwrap_or((1, [0; N]));
-        let len = if dims.contains(&0) { 0 } else { len };
         Plan {
             outer: axes.iter().map(|a| a.0).collect(),
             outer_strides: axes.iter().map(|a| a.1).collect(),
-            base: std::array::from_fn(|k| layouts[k].offset()),
+            base: c.offsets,
             len,
             inner,
         }

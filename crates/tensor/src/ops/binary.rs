@@ -13,7 +13,7 @@ pub trait MapFn2<T> {
 }
 
 macro_rules! binary_ops {
-    ($( $(#[$doc:meta])* $var:ident $name:literal |$a:ident, $b:ident| $f:expr; )*) => {
+    ($( $(#[$doc:meta])* $var:ident $name:literal |$a:ident, $b:ident| $f:expr, wgsl $w:literal; )*) => {
         /// Elementwise binary ops.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum BinaryOp { $( $(#[$doc])* $var, )* }
@@ -23,6 +23,11 @@ macro_rules! binary_ops {
 
             pub fn name(self) -> &'static str {
                 match self { $(BinaryOp::$var => $name,)* }
+            }
+
+            /// The op as a WGSL expression in `a` and `b` (helpers in elementwise.wgsl).
+            pub fn wgsl(self) -> &'static str {
+                match self { $(BinaryOp::$var => $w,)* }
             }
 
             /// Calls `v` with the op's scalar function.
@@ -55,19 +60,19 @@ fn truth<T: Float>(b: bool) -> T {
 }
 
 binary_ops! {
-    Add "add" |a, b| a + b;
-    Sub "sub" |a, b| a - b;
-    Mul "mul" |a, b| a * b;
-    Div "div" |a, b| a / b;
+    Add "add" |a, b| a + b, wgsl "a + b";
+    Sub "sub" |a, b| a - b, wgsl "a - b";
+    Mul "mul" |a, b| a * b, wgsl "a * b";
+    Div "div" |a, b| a / b, wgsl "a / b";
     /// The larger operand (NaN if either is NaN, as torch.maximum).
-    Maximum "maximum" |a, b| if a.is_nan() || b.is_nan() { a + b } else if a >= b { a } else { b };
-    Minimum "minimum" |a, b| if a.is_nan() || b.is_nan() { a + b } else if a <= b { a } else { b };
-    Eq "eq" |a, b| truth(a == b);
-    Ne "ne" |a, b| truth(a != b);
-    Lt "lt" |a, b| truth(a < b);
-    Le "le" |a, b| truth(a <= b);
-    Gt "gt" |a, b| truth(a > b);
-    Ge "ge" |a, b| truth(a >= b);
+    Maximum "maximum" |a, b| if a.is_nan() || b.is_nan() { a + b } else if a >= b { a } else { b }, wgsl "maximum(a, b)";
+    Minimum "minimum" |a, b| if a.is_nan() || b.is_nan() { a + b } else if a <= b { a } else { b }, wgsl "minimum(a, b)";
+    Eq "eq" |a, b| truth(a == b), wgsl "truth(a == b)";
+    Ne "ne" |a, b| truth(a != b), wgsl "truth(a != b)";
+    Lt "lt" |a, b| truth(a < b), wgsl "truth(a < b)";
+    Le "le" |a, b| truth(a <= b), wgsl "truth(a <= b)";
+    Gt "gt" |a, b| truth(a > b), wgsl "truth(a > b)";
+    Ge "ge" |a, b| truth(a >= b), wgsl "truth(a >= b)";
 }
 
 impl BinaryOp {

@@ -35,7 +35,7 @@ const GELU_C: f64 = 0.797_884_560_802_865_4;
 const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
 
 macro_rules! unary_ops {
-    ($( $(#[$doc:meta])* $var:ident $name:literal |$x:ident| $f:expr, $df:expr; )*) => {
+    ($( $(#[$doc:meta])* $var:ident $name:literal |$x:ident| $f:expr, $df:expr; wgsl $wf:literal, $wdf:literal; )*) => {
         /// Elementwise unary ops.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum UnaryOp { $( $(#[$doc])* $var, )* }
@@ -46,6 +46,11 @@ macro_rules! unary_ops {
 
             pub fn name(self) -> &'static str {
                 match self { $(UnaryOp::$var => $name,)* }
+            }
+
+            /// f(x), or f'(x), as a WGSL expression in `x` (helpers in elementwise.wgsl).
+            pub fn wgsl(self, derivative: bool) -> &'static str {
+                match (self, derivative) { $((UnaryOp::$var, false) => $wf, (UnaryOp::$var, true) => $wdf,)* }
             }
 
             /// f(x), or f'(x) when `derivative`, in any float type.
@@ -77,22 +82,35 @@ impl<T: Float> MapFn<T> for Eval<T> {
 
 unary_ops! {
     Neg "neg" |x| -x, { let _ = x; -T::ONE };
+        wgsl "-x", "-1.0";
     Recip "recip" |x| T::ONE / x, -T::ONE / (x * x);
+        wgsl "1.0 / x", "-1.0 / (x * x)";
     Sqr "sqr" |x| x * x, c::<T>(2.0) * x;
+        wgsl "x * x", "2.0 * x";
     /// |x|; its derivative at 0 is 0 (as PyTorch's sign).
     Abs "abs" |x| if x < T::ZERO { -x } else { x },
         if x > T::ZERO { T::ONE } else if x < T::ZERO { -T::ONE } else { T::ZERO };
+        wgsl "abs(x)", "sign(x)";
     Exp "exp" |x| x.exp(), x.exp();
+        wgsl "exp(x)", "exp(x)";
     Log "log" |x| x.ln(), T::ONE / x;
+        wgsl "log(x)", "1.0 / x";
     Sqrt "sqrt" |x| x.sqrt(), c::<T>(0.5) / x.sqrt();
+        wgsl "sqrt(x)", "0.5 / sqrt(x)";
     /// 1/sqrt(x); derivative -1/2 x^(-3/2).
     Rsqrt "rsqrt" |x| T::ONE / x.sqrt(), c::<T>(-0.5) / (x * x.sqrt());
+        wgsl "1.0 / sqrt(x)", "-0.5 / (x * sqrt(x))";
     Sin "sin" |x| x.sin(), x.cos();
+        wgsl "sin(x)", "cos(x)";
     Cos "cos" |x| x.cos(), -x.sin();
+        wgsl "cos(x)", "-sin(x)";
     Tanh "tanh" |x| x.tanh(), { let t = x.tanh(); T::ONE - t * t };
+        wgsl "tanh_(x)", "1.0 - tanh_(x) * tanh_(x)";
     Sigmoid "sigmoid" |x| sigmoid(x), { let s = sigmoid(x); s * (T::ONE - s) };
+        wgsl "sigmoid(x)", "sigmoid(x) * (1.0 - sigmoid(x))";
     /// x sigmoid(x) (Elfwing et al. 2018); derivative s (1 + x (1 - s)).
     Silu "silu" |x| x * sigmoid(x), { let s = sigmoid(x); s * (T::ONE + x * (T::ONE - s)) };
+        wgsl "x * sigmoid(x)", "silu_grad(x)";
     /// GELU, tanh approximation: x/2 (1 + tanh(c (x + 0.044715 x^3))).
     GeluTanh "gelu_tanh" |x| {
         let u = c::<T>(GELU_C) * (x + c::<T>(0.044715) * x * x * x);
@@ -103,17 +121,21 @@ unary_ops! {
         let du = c::<T>(GELU_C) * (T::ONE + c::<T>(3.0 * 0.044715) * x * x);
         c::<T>(0.5) * (T::ONE + t) + c::<T>(0.5) * x * (T::ONE - t * t) * du
     };
+        wgsl "gelu_tanh(x)", "gelu_tanh_grad(x)";
     /// Exact GELU: x Phi(x) = x/2 (1 + erf(x / sqrt 2)); derivative Phi(x) + x phi(x).
     GeluErf "gelu_erf" |x| c::<T>(0.5) * x * (T::ONE + (x * c::<T>(std::f64::consts::FRAC_1_SQRT_2)).erf()),
         c::<T>(0.5) * (T::ONE + (x * c::<T>(std::f64::consts::FRAC_1_SQRT_2)).erf())
             + x * c::<T>(INV_SQRT_2PI) * (c::<T>(-0.5) * x * x).exp();
+        wgsl "gelu_erf(x)", "gelu_erf_grad(x)";
     /// CLIP's quick_gelu: x sigmoid(1.702 x).
     QuickGelu "quick_gelu" |x| x * sigmoid(c::<T>(1.702) * x), {
         let s = sigmoid(c::<T>(1.702) * x);
         s + c::<T>(1.702) * x * s * (T::ONE - s)
     };
+        wgsl "x * sigmoid(1.702 * x)", "quick_gelu_grad(x)";
     /// max(x, 0); derivative 0 at 0 (as PyTorch).
     Relu "relu" |x| if x > T::ZERO { x } else { T::ZERO }, if x > T::ZERO { T::ONE } else { T::ZERO };
+        wgsl "max(x, 0.0)", "select(0.0, 1.0, x > 0.0)";
 }
 
 macro_rules! unary_methods {

@@ -1,0 +1,149 @@
+//! Elementwise GPU ops: unary maps, binary ops with broadcasting, select, strided copies
+//! and casts, all one specialised kernel family (`kernels/elementwise.wgsl`).
+
+use super::runtime::{grid, WG};
+use super::source::{files, specialise};
+use super::storage::{wgsl_type, GpuStorage};
+use crate::layout::Coalesced;
+use crate::{DType, Error, Layout, Result};
+
+/// Axes a kernel can walk (after coalescing).
+const MAX_RANK: usize = 8;
+
+/// Kernel parameters of a strided walk over layouts of one shape: `[n, rank, dims[8],
+/// (offset, strides[8]) per operand, scalars]` (see elementwise.wgsl).
+pub(crate) fn strided_params<const N: usize>(
+    op: &'static str,
+    layouts: [&Layout; N],
+    scalars: &[f32],
+) -> Result<Vec<u32>> {
+    let c = Coalesced::new(layouts);
+    if c.dims.len() > MAX_RANK {
+        return Err(Error::shape(
+            op,
+            format!(
+                "the GPU walks at most {MAX_RANK} strided axes; make the tensor contiguous first"
+            ),
+        ));
+    }
+    let n = layouts[0].elem_count();
+    let mut p = vec![n as u32, c.dims.len() as u32];
+    p.extend((0..MAX_RANK).map(|d| c.dims.get(d).copied().unwrap_or(1) as u32));
+    for k in 0..N {
+        p.push(c.offsets[k] as u32);
+        p.extend((0..MAX_RANK).map(|d| c.strides.get(d).map_or(0, |s| s[k]) as u32));
+    }
+    p.extend(scalars.iter().map(|s| s.to_bits()));
+    Ok(p)
+}
+
+/// The elementwise kernel variant `flag` with element types and an expression.
+fn kernel(
+    x: &GpuStorage,
+    flag: &str,
+    operands: u32,
+    x_t: &str,
+    y_t: &str,
+    expr: &str,
+) -> Result<std::sync::Arc<super::runtime::Kernel>> {
+    let ctx = &x.device.0;
+    let key = format!("elementwise/{flag}/{x_t}/{y_t}/{expr}");
+    ctx.runtime.kernel(ctx, &key, "main", || {
+        let flags: &[&str] = if flag.is_empty() { &[] } else { &[flag] };
+        let src = specialise(
+            files::ELEMENTWISE,
+            flags,
+            &[("X", x_t), ("Y", y_t), ("EXPR", expr)],
+        );
+        format!("const NUM_OPERANDS: u32 = {operands}u;\n{src}")
+    })
+}
+
+/// y = expr(x) over a strided x, output contiguous of `out` dtype; `expr` may use the
+/// scalars s0, s1 (`scalar(0)`, `scalar(1)`).
+pub(crate) fn map(
+    x: &GpuStorage,
+    l: &Layout,
+    out: DType,
+    expr: &str,
+    scalars: &[f32],
+    op: &'static str,
+) -> Result<GpuStorage> {
+    let (x_t, y_t) = (wgsl_type(op, x.dtype)?, wgsl_type(op, out)?);
+    let n = l.elem_count();
+    let y = GpuStorage::alloc(&x.device, n, out, op)?;
+    if n > 0 {
+        let k = kernel(x, "", 1, x_t, y_t, expr)?;
+        let p = strided_params(op, [l], scalars)?;
+        let ctx = &x.device.0;
+        ctx.runtime
+            .dispatch(ctx, &k, &[&x.buf, &y.buf], &p, grid(ctx, n, WG))?;
+    }
+    Ok(y)
+}
+
+/// y = expr(a, b) over two strided operands of one (broadcast) shape.
+pub(crate) fn zip(
+    a: &GpuStorage,
+    la: &Layout,
+    b: &GpuStorage,
+    lb: &Layout,
+    expr: &str,
+    op: &'static str,
+) -> Result<GpuStorage> {
+    let t = wgsl_type(op, a.dtype)?;
+    let n = la.elem_count();
+    let y = GpuStorage::alloc(&a.device, n, a.dtype, op)?;
+    if n > 0 {
+        let k = kernel(a, "BINARY", 2, t, t, expr)?;
+        let p = strided_params(op, [la, lb], &[])?;
+        let ctx = &a.device.0;
+        ctx.runtime
+            .dispatch(ctx, &k, &[&a.buf, &b.buf, &y.buf], &p, grid(ctx, n, WG))?;
+    }
+    Ok(y)
+}
+
+/// y = c != 0 ? t : f, all three strided and of one (broadcast) shape.
+pub(crate) fn select(
+    c: &GpuStorage,
+    lc: &Layout,
+    t: &GpuStorage,
+    lt: &Layout,
+    f: &GpuStorage,
+    lf: &Layout,
+) -> Result<GpuStorage> {
+    let (c_t, y_t) = (
+        wgsl_type("where_cond", c.dtype)?,
+        wgsl_type("where_cond", t.dtype)?,
+    );
+    let n = lc.elem_count();
+    let y = GpuStorage::alloc(&t.device, n, t.dtype, "where_cond")?;
+    if n > 0 {
+        let k = kernel(c, "SELECT", 3, c_t, y_t, "")?;
+        let p = strided_params("where_cond", [lc, lt, lf], &[])?;
+        let ctx = &t.device.0;
+        ctx.runtime.dispatch(
+            ctx,
+            &k,
+            &[&c.buf, &t.buf, &f.buf, &y.buf],
+            &p,
+            grid(ctx, n, WG),
+        )?;
+    }
+    Ok(y)
+}
+
+/// dst[dst layout] = src[src layout] in place (same shape and dtype).
+pub(crate) fn scatter(dst: &GpuStorage, ld: &Layout, src: &GpuStorage, ls: &Layout) -> Result<()> {
+    let t = wgsl_type("copy_into", dst.dtype)?;
+    let n = ld.elem_count();
+    if n > 0 {
+        let k = kernel(src, "SCATTER", 2, t, t, "")?;
+        let p = strided_params("copy_into", [ld, ls], &[])?;
+        let ctx = &dst.device.0;
+        ctx.runtime
+            .dispatch(ctx, &k, &[&src.buf, &dst.buf], &p, grid(ctx, n, WG))?;
+    }
+    Ok(())
+}
