@@ -55,6 +55,12 @@ fn tanh_(x: f32) -> f32 {
     return tanh(clamp(x, -15.0, 15.0));
 }
 
+// 1 - tanh^2(x) without the cancellation: 4 e / (1 + e)^2, e = exp(-2|x|).
+fn sech2(x: f32) -> f32 {
+    let e = exp(-2.0 * abs(x));
+    return 4.0 * e / ((1.0 + e) * (1.0 + e));
+}
+
 fn silu_grad(x: f32) -> f32 {
     let s = sigmoid(x);
     return s * (1.0 + x * (1.0 - s));
@@ -67,9 +73,9 @@ fn gelu_tanh(x: f32) -> f32 {
 }
 
 fn gelu_tanh_grad(x: f32) -> f32 {
-    let t = tanh_(GELU_C * (x + 0.044715 * x * x * x));
+    let u = GELU_C * (x + 0.044715 * x * x * x);
     let du = GELU_C * (1.0 + 3.0 * 0.044715 * x * x);
-    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du;
+    return 0.5 * (1.0 + tanh_(u)) + 0.5 * x * sech2(u) * du;
 }
 
 // erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).

@@ -36,13 +36,26 @@ pub fn arrange() -> impl Strategy<Value = Arrange> {
     ]
 }
 
-/// A tensor of `shape` holding `values` (row-major), stored as `how` says.
+/// A tensor of `shape` holding `values` (row-major), stored as `how` says, on the CPU.
 pub fn tensor(values: &[f64], shape: &[usize], dtype: DType, how: Arrange) -> Tensor {
-    let dev = Device::Cpu;
+    tensor_on(values, shape, dtype, how, &Device::Cpu)
+}
+
+/// A tensor of `shape` holding `values`, stored as `how` says, on `dev` (the
+/// arrangement is built there, so a GPU tensor is a genuinely strided GPU view).
+pub fn tensor_on(
+    values: &[f64],
+    shape: &[usize],
+    dtype: DType,
+    how: Arrange,
+    dev: &Device,
+) -> Tensor {
     let plain = || {
-        Tensor::from_vec(values.to_vec(), shape, &dev)
+        Tensor::from_vec(values.to_vec(), shape, &Device::Cpu)
             .unwrap()
             .to_dtype(dtype)
+            .unwrap()
+            .to_device(dev)
             .unwrap()
     };
     let r = shape.len();
@@ -68,7 +81,7 @@ pub fn tensor(values: &[f64], shape: &[usize], dtype: DType, how: Arrange) -> Te
         Arrange::Narrowed if r >= 1 => {
             let mut wide = shape.to_vec();
             wide[r - 1] += 3;
-            let pad = Tensor::full(f64::NAN, wide.clone(), dtype, &dev).unwrap();
+            let pad = Tensor::full(f64::NAN, wide.clone(), dtype, dev).unwrap();
             // Build [NaN | values | NaN NaN] along the last axis, then view the middle.
             let left = pad.narrow(r - 1, 0, 1).unwrap();
             let right = pad.narrow(r - 1, 0, 2).unwrap();
@@ -187,4 +200,22 @@ pub fn broadcastable(out: Vec<usize>) -> impl Strategy<Value = Vec<usize>> {
             .map(|(&d, &one)| if one { 1 } else { d })
             .collect()
     })
+}
+
+/// The GPU device for GPU tests, with poison mode on (every op output starts as NaN, so
+/// an element a kernel forgets to write fails the comparison). No adapter is a failure,
+/// never a skip.
+pub fn gpu() -> Device {
+    match Device::gpu() {
+        Ok(dev) => {
+            if let Device::Gpu(g) = &dev {
+                g.set_poison(true);
+            }
+            dev
+        }
+        Err(e) => panic!(
+            "GPU tests need a Vulkan/Metal/DX12 adapter and found none ({e}). On Linux without a GPU, \
+             install Mesa's software Vulkan: apt-get install -y mesa-vulkan-drivers"
+        ),
+    }
 }

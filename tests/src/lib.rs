@@ -14,4 +14,6 @@ mod determinism;
 #[cfg(test)]
 mod errors;
 #[cfg(test)]
+mod gpu_vs_cpu;
+#[cfg(test)]
 mod gradcheck;

@@ -127,7 +127,10 @@ impl GpuDevice {
 
     /// The largest buffer a single kernel binding may address, in bytes.
     pub fn max_binding_bytes(&self) -> u64 {
-        u64::from(self.0.limits.max_storage_buffer_binding_size).min(self.0.limits.max_buffer_size)
+        self.0
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.0.limits.max_buffer_size)
     }
 
     /// Bytes of workgroup memory a kernel may use.

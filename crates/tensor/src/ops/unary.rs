@@ -29,6 +29,15 @@ fn sigmoid<T: Float>(x: T) -> T {
     }
 }
 
+/// sech^2(x) = 1 - tanh^2(x), as 4 e / (1 + e)^2 with e = exp(-2|x|): the subtraction
+/// 1 - t^2 loses every digit once tanh rounds to +-1, this form keeps them.
+#[inline]
+fn sech2<T: Float>(x: T) -> T {
+    let a = if x < T::ZERO { -x } else { x };
+    let e = (c::<T>(-2.0) * a).exp();
+    c::<T>(4.0) * e / ((T::ONE + e) * (T::ONE + e))
+}
+
 /// sqrt(2/pi), the constant of the tanh GELU (Hendrycks & Gimpel 2016, eq. 2).
 const GELU_C: f64 = 0.797_884_560_802_865_4;
 /// 1/sqrt(2 pi), the normal density's constant.
@@ -104,8 +113,8 @@ unary_ops! {
         wgsl "sin(x)", "cos(x)";
     Cos "cos" |x| x.cos(), -x.sin();
         wgsl "cos(x)", "-sin(x)";
-    Tanh "tanh" |x| x.tanh(), { let t = x.tanh(); T::ONE - t * t };
-        wgsl "tanh_(x)", "1.0 - tanh_(x) * tanh_(x)";
+    Tanh "tanh" |x| x.tanh(), sech2(x);
+        wgsl "tanh_(x)", "sech2(x)";
     Sigmoid "sigmoid" |x| sigmoid(x), { let s = sigmoid(x); s * (T::ONE - s) };
         wgsl "sigmoid(x)", "sigmoid(x) * (1.0 - sigmoid(x))";
     /// x sigmoid(x) (Elfwing et al. 2018); derivative s (1 + x (1 - s)).
@@ -117,9 +126,8 @@ unary_ops! {
         c::<T>(0.5) * x * (T::ONE + u.tanh())
     }, {
         let u = c::<T>(GELU_C) * (x + c::<T>(0.044715) * x * x * x);
-        let t = u.tanh();
         let du = c::<T>(GELU_C) * (T::ONE + c::<T>(3.0 * 0.044715) * x * x);
-        c::<T>(0.5) * (T::ONE + t) + c::<T>(0.5) * x * (T::ONE - t * t) * du
+        c::<T>(0.5) * (T::ONE + u.tanh()) + c::<T>(0.5) * x * sech2(u) * du
     };
         wgsl "gelu_tanh(x)", "gelu_tanh_grad(x)";
     /// Exact GELU: x Phi(x) = x/2 (1 + erf(x / sqrt 2)); derivative Phi(x) + x phi(x).

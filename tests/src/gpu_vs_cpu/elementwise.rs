@@ -1,0 +1,128 @@
+//! GPU elementwise kernels (unary maps and derivatives, binary ops with broadcasting,
+//! affine, powf, where, casts, strided copies and cat) against the CPU.
+
+use super::config;
+use crate::harness::*;
+use kuosan_tensor::ops::{BinaryOp, UnaryOp};
+use kuosan_tensor::{DType, Device, Tensor};
+use proptest::prelude::*;
+
+/// The same values arranged the same way on the CPU and on the GPU.
+fn pair(values: &[f64], shape: &[usize], how: Arrange, dev: &Device) -> (Tensor, Tensor) {
+    (
+        tensor(values, shape, DType::F32, how),
+        tensor_on(values, shape, DType::F32, how, dev),
+    )
+}
+
+proptest! {
+    #![proptest_config(config(8))]
+
+    #[test]
+    fn unary_ops_and_derivatives(shape in shape(0..=4, 600), how in arrange(), seed in any::<u64>()) {
+        let dev = gpu();
+        for &op in UnaryOp::ALL {
+            let (lo, hi) = match op {
+                UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Recip => (0.1, 3.0),
+                _ => (-4.0, 4.0),
+            };
+            let x = data(shape.iter().product(), seed, lo, hi);
+            let (c, g) = pair(&x, &shape, how, &dev);
+            let what = format!("{} on {shape:?} {how:?}", op.name());
+            assert_close(&what, &values(&g.unary(op).unwrap()), &values(&c.unary(op).unwrap()), 1e-6, 1e-4);
+            // The derivative, as backward uses it.
+            let grad_of = |t: &Tensor| {
+                let t = t.contiguous().unwrap().with_grad();
+                t.unary(op).unwrap().sum_all().unwrap().backward().unwrap();
+                values(&t.grad().unwrap())
+            };
+            assert_close(&format!("{what} derivative"), &grad_of(&g), &grad_of(&c), 1e-6, 1e-4);
+        }
+    }
+
+    #[test]
+    fn binary_ops_broadcast(
+        (sa, sb) in shape(0..=4, 600).prop_flat_map(|s| (broadcastable(s.clone()), broadcastable(s))),
+        (ha, hb) in (arrange(), arrange()),
+        seed in any::<u64>(),
+    ) {
+        let dev = gpu();
+        let a: Vec<f64> = data(sa.iter().product(), seed, -4.0, 4.0).into_iter().map(|v| (v * 2.0).round() / 2.0).collect();
+        let b: Vec<f64> = data(sb.iter().product(), seed ^ 1, -4.0, 4.0)
+            .into_iter()
+            .map(|v| (v * 2.0).round() / 2.0)
+            .map(|v| if v >= 0.0 { v + 0.5 } else { v })
+            .collect();
+        let (ca, ga) = pair(&a, &sa, ha, &dev);
+        let (cb, gb) = pair(&b, &sb, hb, &dev);
+        for &op in BinaryOp::ALL {
+            let want = ca.binary(&cb, op).unwrap();
+            let got = ga.binary(&gb, op).unwrap();
+            prop_assert_eq!(got.dims(), want.dims());
+            let exact = !matches!(op, BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div);
+            let (atol, rtol) = if exact { (0.0, 0.0) } else { (1e-7, 1e-6) };
+            assert_close(&format!("{} {sa:?} {sb:?}", op.name()), &values(&got), &values(&want), atol, rtol);
+        }
+        // Gradients through broadcasting reduce on the device.
+        let grads = |a: &Tensor, b: &Tensor| {
+            let (a, b) = (a.contiguous().unwrap().with_grad(), b.contiguous().unwrap().with_grad());
+            a.mul(&b).unwrap().add(&a).unwrap().sum_all().unwrap().backward().unwrap();
+            (values(&a.grad().unwrap()), values(&b.grad().unwrap()))
+        };
+        let (want, got) = (grads(&ca, &cb), grads(&ga, &gb));
+        assert_close("d(ab + a)/da", &got.0, &want.0, 1e-5, 1e-5);
+        assert_close("d(ab + a)/db", &got.1, &want.1, 1e-5, 1e-5);
+    }
+
+    #[test]
+    fn affine_powf_where_casts(shape in shape(1..=3, 600), how in arrange(), seed in any::<u64>(), e in -2.0f64..3.0) {
+        let dev = gpu();
+        let n: usize = shape.iter().product();
+        let x = data(n, seed, 0.1, 3.0);
+        let (c, g) = pair(&x, &shape, how, &dev);
+        assert_close("affine", &values(&g.affine(-1.5, 0.25).unwrap()), &values(&c.affine(-1.5, 0.25).unwrap()), 1e-7, 1e-6);
+        assert_close("powf", &values(&g.powf(e).unwrap()), &values(&c.powf(e).unwrap()), 1e-6, 1e-4);
+        // Integer powers of negative values, as powf gives them.
+        let (cn, gn) = (c.neg().unwrap(), g.neg().unwrap());
+        assert_close("powf(-x, 3)", &values(&gn.powf(3.0).unwrap()), &values(&cn.powf(3.0).unwrap()), 1e-6, 1e-4);
+        assert_close("powf(-x, 2)", &values(&gn.powf(2.0).unwrap()), &values(&cn.powf(2.0).unwrap()), 1e-6, 1e-4);
+
+        let cond: Vec<f64> = data(n, seed ^ 2, 0.0, 2.0).into_iter().map(f64::floor).collect();
+        for dt in [DType::U32, DType::F32] {
+            let cc = tensor(&cond, &shape, dt, how);
+            let gc = tensor_on(&cond, &shape, dt, how, &dev);
+            let want = cc.where_cond(&c, &c.neg().unwrap()).unwrap();
+            let got = gc.where_cond(&g, &g.neg().unwrap()).unwrap();
+            assert_close(&format!("where {dt}"), &values(&got), &values(&want), 0.0, 0.0);
+            // Casts both ways are exact for small integers.
+            assert_close("cast", &values(&gc.to_dtype(DType::F32).unwrap().to_dtype(DType::U32).unwrap()), &cond, 0.0, 0.0);
+        }
+        assert_close("masked_fill", &values(&g.masked_fill(&g.gt(&g.mean_all().unwrap()).unwrap(), -7.0).unwrap()),
+            &values(&c.masked_fill(&c.gt(&c.mean_all().unwrap()).unwrap(), -7.0).unwrap()), 0.0, 0.0);
+    }
+
+    #[test]
+    fn copies_views_and_cat(shape in shape(1..=4, 600), how in arrange(), seed in any::<u64>(), parts in 1usize..=3) {
+        let dev = gpu();
+        let x = data(shape.iter().product(), seed, -3.0, 3.0);
+        let (c, g) = pair(&x, &shape, how, &dev);
+        assert_close("copy", &values(&g.copy().unwrap()), &values(&c), 0.0, 0.0);
+        let rev: Vec<usize> = (0..shape.len()).rev().collect();
+        assert_close("permute+reshape", &values(&g.permute(&rev).unwrap().reshape([x.len()]).unwrap()),
+            &values(&c.permute(&rev).unwrap().reshape([x.len()]).unwrap()), 0.0, 0.0);
+        let last = shape.len() - 1;
+        let gs: Vec<Tensor> = (0..parts).map(|i| g.affine(1.0, i as f64).unwrap()).collect();
+        let cs: Vec<Tensor> = (0..parts).map(|i| c.affine(1.0, i as f64).unwrap()).collect();
+        let got = Tensor::cat(&gs.iter().collect::<Vec<_>>(), last).unwrap();
+        let want = Tensor::cat(&cs.iter().collect::<Vec<_>>(), last).unwrap();
+        assert_close("cat", &values(&got), &values(&want), 0.0, 0.0);
+        // Narrow's backward pads with zeros through cat on the device.
+        let grad = |t: &Tensor| {
+            let t = t.contiguous().unwrap().with_grad();
+            let len = t.dims()[last];
+            t.narrow(last, len / 2, len - len / 2).unwrap().sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            values(&t.grad().unwrap())
+        };
+        assert_close("narrow backward", &grad(&g), &grad(&c), 1e-6, 1e-6);
+    }
+}
