@@ -346,3 +346,26 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(config(32))]
+
+    /// The fused AdamW step against the f64 reference over several steps (in place).
+    #[test]
+    fn adamw_steps(n in 1usize..3000, seed in any::<u64>(), wd in 0.0f64..0.1, lr in 1e-4f64..1e-2) {
+        use kuosan_tensor::ops::{adamw_step, AdamWStep};
+        let p0 = round32(data(n, seed, -1.0, 1.0));
+        let t = |v: &[f64]| t32(v, &[n], Arrange::Contiguous);
+        let (p, m, v) = (t(&p0), t(&vec![0.0; n]), t(&vec![0.0; n]));
+        let (mut rp, mut rm, mut rv) = (p0.clone(), vec![0.0; n], vec![0.0; n]);
+        for step in 1..=3u64 {
+            let g = round32(data(n, seed ^ step, -1.0, 1.0));
+            let h = AdamWStep { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: wd, step };
+            adamw_step(&p, &t(&g), &m, &v, &h).unwrap();
+            (rp, rm, rv) = r::adamw(&rp, &g, &rm, &rv, &h);
+        }
+        assert_close("adamw param", &values(&p), &rp, 1e-6, 1e-5);
+        assert_close("adamw m", &values(&m), &rm, 1e-6, 1e-5);
+        assert_close("adamw v", &values(&v), &rv, 1e-7, 1e-5);
+    }
+}

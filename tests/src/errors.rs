@@ -179,3 +179,36 @@ fn autograd_misuse() {
     let e = z(&[1]).assign(&z(&[2]));
     assert!(matches!(e, Err(Error::Shape { op: "assign", .. })));
 }
+
+#[test]
+fn adamw_misuse() {
+    use kuosan_tensor::ops::{adamw_step, AdamWStep};
+    let h = AdamWStep {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        step: 1,
+    };
+    let (p, g) = (z(&[4]), z(&[4]));
+    fails(
+        adamw_step(&p, &g, &z(&[3]), &z(&[4]), &h),
+        &["adamw_step", "m", "[3]"],
+    );
+    fails(
+        adamw_step(&p, &g, &p, &z(&[4]), &h),
+        &["adamw_step", "share"],
+    );
+    let wide = z(&[4, 2]);
+    fails(
+        adamw_step(
+            &wide.narrow(1, 0, 1).unwrap().squeeze(1).unwrap(),
+            &g,
+            &z(&[4]),
+            &z(&[4]),
+            &h,
+        ),
+        &["adamw_step", "view"],
+    );
+}

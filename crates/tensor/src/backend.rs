@@ -2,7 +2,7 @@
 //! family; tensors handle shapes, views and autograd, and hand the backend storage plus
 //! layouts that are already checked.
 
-use crate::ops::{AttnShape, BinaryOp, ConvShape, NormShape, ReduceOp, UnaryOp};
+use crate::ops::{AdamWStep, AttnShape, BinaryOp, ConvShape, NormShape, ReduceOp, UnaryOp};
 use crate::{DType, Layout, Result};
 
 /// A storage and its layout: how the backend receives an operand.
@@ -112,4 +112,14 @@ pub trait BackendStorage: Sized {
 
     /// Nearest-neighbour upsampling of [N, C, H, W] by an integer factor.
     fn upsample_nearest2d(&self, l: &Layout, factor: usize) -> Result<Self>;
+
+    /// One fused AdamW step in place on whole contiguous `param`, `m`, `v` (see
+    /// `ops::adamw_step`), reading the (strided) gradient.
+    fn adamw_step(
+        param: &mut Self,
+        m: &mut Self,
+        v: &mut Self,
+        grad: Operand<Self>,
+        h: &AdamWStep,
+    ) -> Result<()>;
 }

@@ -18,6 +18,7 @@ mod dtype;
 mod error;
 pub mod gpu;
 mod layout;
+mod normal;
 mod op;
 pub mod ops;
 mod random;

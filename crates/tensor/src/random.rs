@@ -3,6 +3,7 @@
 //! offset, i), so any thread split, and a GPU kernel running the same rounds, gives the
 //! same stream; a generator's whole state is two integers that checkpoints can store.
 
+use crate::normal::box_muller;
 use crate::{DType, Device, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -49,7 +50,7 @@ impl Philox {
     }
 
     /// Claims the blocks for `n` values; returns the first block's index.
-    fn take(&mut self, n: usize) -> u64 {
+    pub(crate) fn take(&mut self, n: usize) -> u64 {
         let start = self.offset;
         self.offset += n.div_ceil(4) as u64;
         start
@@ -65,7 +66,8 @@ impl Philox {
     /// `n` standard normals by Box-Muller (1958) on word pairs: block j gives values
     /// 4j..4j+4 from (w0, w1) and (w2, w3), each pair as r cos(theta), r sin(theta) with
     /// r = sqrt(-2 ln u1), u1 = ((a >> 8) + 1) 2^-24 in (0, 1] (so |z| <= 5.8), and
-    /// theta = 2 pi u2.
+    /// theta = 2 pi (b >> 8) 2^-24, in the integer arithmetic of `normal.rs` (values on
+    /// a 2^-20 grid, the same bits from the GPU kernel).
     pub fn normal_f32(&mut self, n: usize) -> Vec<f32> {
         let start = self.take(n);
         self.fill(n, start, |b| {
@@ -97,38 +99,53 @@ fn uniform24(w: u32) -> f32 {
     (w >> 8) as f32 * (1.0 / (1u32 << 24) as f32)
 }
 
-#[inline]
-fn box_muller(a: u32, b: u32) -> (f32, f32) {
-    let u1 = ((a >> 8) + 1) as f64 / (1u32 << 24) as f64;
-    let u2 = (b >> 8) as f64 / (1u32 << 24) as f64;
-    let r = (-2.0 * u1.ln()).sqrt();
-    let (s, c) = (std::f64::consts::TAU * u2).sin_cos();
-    ((r * c) as f32, (r * s) as f32)
-}
-
 impl Tensor {
-    /// Uniform [0, 1) values from the Philox stream `rng` (which advances).
+    /// Uniform [0, 1) values from the Philox stream `rng` (which advances), generated on
+    /// `device`: the same bits on every device.
     pub fn rand(
         shape: impl Into<Shape>,
         dtype: DType,
         device: &Device,
         rng: &mut Philox,
     ) -> Result<Tensor> {
-        let shape = shape.into();
-        let v = rng.uniform_f32(shape.elem_count());
-        Tensor::from_vec(v, shape, device)?.to_dtype(dtype)
+        Tensor::philox(shape.into(), dtype, device, rng, false)
     }
 
-    /// Standard normal values from the Philox stream `rng` (which advances).
+    /// Standard normal values from the Philox stream `rng` (which advances), generated on
+    /// `device`: the same bits on every device.
     pub fn randn(
         shape: impl Into<Shape>,
         dtype: DType,
         device: &Device,
         rng: &mut Philox,
     ) -> Result<Tensor> {
-        let shape = shape.into();
-        let v = rng.normal_f32(shape.elem_count());
-        Tensor::from_vec(v, shape, device)?.to_dtype(dtype)
+        Tensor::philox(shape.into(), dtype, device, rng, true)
+    }
+
+    fn philox(
+        shape: Shape,
+        dtype: DType,
+        device: &Device,
+        rng: &mut Philox,
+        normal: bool,
+    ) -> Result<Tensor> {
+        let n = shape.elem_count();
+        let t = match device {
+            Device::Cpu => {
+                let v = if normal {
+                    rng.normal_f32(n)
+                } else {
+                    rng.uniform_f32(n)
+                };
+                Tensor::from_vec(v, shape, device)?
+            }
+            Device::Gpu(g) => {
+                let start = rng.take(n);
+                let s = crate::gpu::random::fill(g, n, rng.seed, start, normal)?;
+                Tensor::from_storage(crate::Storage::Gpu(s), shape, None)
+            }
+        };
+        t.to_dtype(dtype)
     }
 }
 

@@ -5,7 +5,7 @@
 use crate::backend::{BackendStorage, Operand};
 use crate::cpu::CpuStorage;
 use crate::gpu::GpuStorage;
-use crate::ops::{AttnShape, BinaryOp, ConvShape, NormShape, ReduceOp, UnaryOp};
+use crate::ops::{AdamWStep, AttnShape, BinaryOp, ConvShape, NormShape, ReduceOp, UnaryOp};
 use crate::{DType, Device, Error, Layout, Result};
 
 /// A tensor's elements on one device.
@@ -285,6 +285,29 @@ impl BackendStorage for Storage {
         match self {
             Storage::Cpu(s) => s.upsample_nearest2d(l, factor).map(Storage::Cpu),
             Storage::Gpu(s) => s.upsample_nearest2d(l, factor).map(Storage::Gpu),
+        }
+    }
+    fn adamw_step(
+        param: &mut Self,
+        m: &mut Self,
+        v: &mut Self,
+        grad: Operand<Self>,
+        h: &AdamWStep,
+    ) -> Result<()> {
+        match (param, m, v) {
+            (Storage::Cpu(p), Storage::Cpu(m), Storage::Cpu(v)) => {
+                CpuStorage::adamw_step(p, m, v, cpu(grad)?, h)
+            }
+            (Storage::Gpu(p), Storage::Gpu(m), Storage::Gpu(v)) => {
+                GpuStorage::adamw_step(p, m, v, gpu(grad)?, h)
+            }
+            (p, _, _) => Err(Error::device(
+                "adamw_step",
+                format!(
+                    "the moments are not on the parameter's device ({})",
+                    p.device()
+                ),
+            )),
         }
     }
 }

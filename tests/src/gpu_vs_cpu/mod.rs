@@ -15,6 +15,7 @@
 mod elementwise;
 mod index;
 mod norms;
+mod random_optim;
 mod reductions;
 mod runtime;
 

@@ -9,13 +9,14 @@ pub mod gemm;
 mod index;
 mod matmul;
 mod norm;
+mod optim;
 mod reduce;
 pub mod reference;
 mod softmax;
 mod strided;
 
 use crate::backend::{BackendStorage, Operand};
-use crate::ops::{AttnShape, BinaryOp, ConvShape, NormShape, ReduceOp, UnaryOp};
+use crate::ops::{AdamWStep, AttnShape, BinaryOp, ConvShape, NormShape, ReduceOp, UnaryOp};
 use crate::{DType, Element, Error, Float, Layout, Result};
 use half::{bf16, f16};
 
@@ -332,6 +333,24 @@ impl BackendStorage for CpuStorage {
         };
         with_float!("upsample_nearest2d", self.dtype(), T => {
             Ok(wrap(index::upsample_nearest2d(self.contiguous::<T>(l), n * c, h, w, factor)))
+        })
+    }
+
+    fn adamw_step(
+        param: &mut Self,
+        m: &mut Self,
+        v: &mut Self,
+        grad: Operand<Self>,
+        h: &AdamWStep,
+    ) -> Result<()> {
+        with_float!("adamw_step", param.dtype(), T => {
+            let g = grad.0.slice::<T>();
+            let g = match grad.1.contiguous_range() {
+                Some(r) => std::borrow::Cow::Borrowed(&g[r]),
+                None => std::borrow::Cow::Owned(elementwise::map(g, grad.1, |x| x)),
+            };
+            optim::adamw(slice_mut::<T>(param), slice_mut::<T>(m), slice_mut::<T>(v), &g, h);
+            Ok(())
         })
     }
 }

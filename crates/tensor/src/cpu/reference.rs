@@ -431,3 +431,26 @@ pub fn upsample_nearest2d(x: &[f64], shape: [usize; 4], f: usize) -> Vec<f64> {
     }
     y
 }
+
+/// One AdamW step (torch.optim.AdamW): returns the new (param, m, v).
+pub fn adamw(
+    p: &[f64],
+    g: &[f64],
+    m: &[f64],
+    v: &[f64],
+    h: &crate::ops::AdamWStep,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let t = h.step as i32;
+    let (bc1, bc2) = (1.0 - h.beta1.powi(t), 1.0 - h.beta2.powi(t));
+    let mut out = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..p.len() {
+        let mi = h.beta1 * m[i] + (1.0 - h.beta1) * g[i];
+        let vi = h.beta2 * v[i] + (1.0 - h.beta2) * g[i] * g[i];
+        let decayed = p[i] * (1.0 - h.lr * h.weight_decay);
+        out.0
+            .push(decayed - h.lr * (mi / bc1) / ((vi / bc2).sqrt() + h.eps));
+        out.1.push(mi);
+        out.2.push(vi);
+    }
+    out
+}

@@ -1,9 +1,9 @@
 //! `BackendStorage` for `GpuStorage`: each op family handed to its kernel module.
 
 use super::storage::GpuStorage;
-use super::{attention, elementwise, gemm, index, norm, reduce};
+use super::{attention, elementwise, gemm, index, norm, optim, reduce};
 use crate::backend::{BackendStorage, Operand};
-use crate::ops::{AttnShape, BinaryOp, ConvShape, NormShape, ReduceOp, UnaryOp};
+use crate::ops::{AdamWStep, AttnShape, BinaryOp, ConvShape, NormShape, ReduceOp, UnaryOp};
 use crate::{DType, Error, Layout, Result};
 
 /// Ops that compute in f32 refuse other dtypes with the op's name.
@@ -185,5 +185,16 @@ impl BackendStorage for GpuStorage {
     fn upsample_nearest2d(&self, l: &Layout, factor: usize) -> Result<Self> {
         f32_only("upsample_nearest2d", self)?;
         index::upsample_nearest2d(self, l, factor)
+    }
+
+    fn adamw_step(
+        param: &mut Self,
+        m: &mut Self,
+        v: &mut Self,
+        grad: Operand<Self>,
+        h: &AdamWStep,
+    ) -> Result<()> {
+        f32_only("adamw_step", param)?;
+        optim::adamw(param, m, v, grad, h)
     }
 }

@@ -10,6 +10,8 @@ mod fill;
 mod gemm;
 mod index;
 mod norm;
+mod optim;
+pub(crate) mod random;
 mod reduce;
 mod runtime;
 mod source;

@@ -8,6 +8,7 @@ mod conv;
 mod index;
 mod matmul;
 mod norm;
+mod optim;
 mod reduce;
 mod softmax;
 mod unary;
@@ -17,6 +18,7 @@ pub use attention::{scaled_dot_product_attention, AttnShape};
 pub use binary::{BinaryOp, MapFn2};
 pub use conv::{conv2d_backward_input, conv2d_backward_weight, ConvShape, IntoPair};
 pub use norm::NormShape;
+pub use optim::{adamw_step, AdamWStep};
 pub use reduce::ReduceOp;
 pub use unary::{MapFn, UnaryOp};
 
