@@ -12,6 +12,7 @@
 //! | sum, mean | 1e-6 n | 1e-5 | tree order on the GPU vs lanes on the CPU |
 //! | softmax, norms (fwd, bwd) | 1e-5 | 1e-4 | exp, rsqrt and group sums in another order |
 
+mod attention;
 mod elementwise;
 mod index;
 mod norms;
