@@ -136,12 +136,21 @@ impl Tensor {
         device: &Device,
     ) -> Result<Tensor> {
         let shape = shape.into();
-        let cpu = CpuStorage::full(value, shape.elem_count(), dtype);
-        Ok(Tensor::from_storage(
-            Tensor::upload(cpu, device)?,
-            shape,
-            None,
-        ))
+        let storage = Tensor::full_storage(value, shape.elem_count(), dtype, device)?;
+        Ok(Tensor::from_storage(storage, shape, None))
+    }
+
+    /// `n` elements equal to `value`, made on the device itself.
+    pub(crate) fn full_storage(
+        value: f64,
+        n: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Storage> {
+        Ok(match device {
+            Device::Cpu => Storage::Cpu(CpuStorage::full(value, n, dtype)),
+            Device::Gpu(g) => Storage::Gpu(GpuStorage::full(g, value, n, dtype)?),
+        })
     }
     pub fn zeros(shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
         Tensor::full(0.0, shape, dtype, device)

@@ -72,10 +72,8 @@ impl Tensor {
         }
         let mut dims = first.dims().to_vec();
         dims[d] = ts.iter().map(|t| t.dims()[d]).sum();
-        let mut out = Tensor::upload(
-            crate::cpu::CpuStorage::full(0.0, dims.iter().product(), first.dtype()),
-            first.device(),
-        )?;
+        let mut out =
+            Tensor::full_storage(0.0, dims.iter().product(), first.dtype(), first.device())?;
         let full = crate::Layout::contiguous(dims.clone());
         let mut start = 0;
         for t in ts {
