@@ -6,9 +6,11 @@
 // PARTIAL:  large groups, pass 1: workgroup (group, chunk) writes the chunk's (mean, M2).
 // COMBINE:  pass 2: one thread per group merges its chunks in order (Chan et al. 1979).
 // APPLY:    pass 3: one thread per element normalises with the merged statistics.
-// BACKWARD: one workgroup per group: dx, and dy * xhat for the weight gradient.
+// BACKWARD: one workgroup per group: dx, and d * xhat and d for the weight and bias
+//           gradients (d = dy, through the SiLU's derivative when fused).
 //
-// params p: [jobs, groups, cpg, inner, eps (f32 bits), has_w, has_b, chunk_len, chunks]
+// params p: [jobs, groups, cpg, inner, eps (f32 bits), has_w, has_b, chunk_len, chunks,
+//            silu]
 
 const WG: u32 = 256u;
 var<workgroup> acc: array<f32, 256>;
@@ -42,6 +44,22 @@ fn tree_sum2(lid: u32, a: f32, b: f32) -> vec2<f32> {
     let r = vec2<f32>(acc[0], acc2[0]);
     workgroupBarrier();
     return r;
+}
+
+fn sigmoid(v: f32) -> f32 {
+    if (v >= 0.0) {
+        return 1.0 / (1.0 + exp(-v));
+    }
+    let e = exp(v);
+    return e / (1.0 + e);
+}
+
+// The fused activation: silu(v) = v sigmoid(v) when p[9] is set.
+fn act(v: f32) -> f32 {
+    if (p[9] != 0u) {
+        return v * sigmoid(v);
+    }
+    return v;
 }
 
 fn group_len() -> u32 {
@@ -94,7 +112,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if (p[6] != 0u) {
                 v = v + b[c];
             }
-            y[base + e] = v;
+            y[base + e] = act(v);
         }
         if (lid.x == 0u) {
             mean[job] = mu;
@@ -195,20 +213,40 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (p[6] != 0u) {
         v = v + b[c];
     }
-    y[i] = v;
+    y[i] = act(v);
 }
 #elif BACKWARD
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> mean: array<f32>;
-@group(0) @binding(4) var<storage, read> rstd: array<f32>;
-@group(0) @binding(5) var<storage, read_write> dx: array<f32>;
-@group(0) @binding(6) var<storage, read_write> gxh: array<f32>;
-@group(0) @binding(7) var<storage, read> p: array<u32>;
+@group(0) @binding(3) var<storage, read> b: array<f32>;
+@group(0) @binding(4) var<storage, read> mean: array<f32>;
+@group(0) @binding(5) var<storage, read> rstd: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(7) var<storage, read_write> gxh: array<f32>;
+@group(0) @binding(8) var<storage, read_write> gd: array<f32>;
+@group(0) @binding(9) var<storage, read> p: array<u32>;
 
-// With xhat = (x - mean) rstd and g = dy w:
-// dx = rstd (g - mean(g) - xhat mean(g xhat)); gxh = dy xhat (summed per channel later).
+// The gradient at the normaliser's output: dy, or dy silu'(xhat w + b) when fused.
+fn d_at(e: u32, job: u32, xh: f32) -> f32 {
+    if (p[9] == 0u) {
+        return dy[e];
+    }
+    let c = channel(job, e % group_len());
+    var v = xh;
+    if (p[5] != 0u) {
+        v = v * w[c];
+    }
+    if (p[6] != 0u) {
+        v = v + b[c];
+    }
+    let s = sigmoid(v);
+    return dy[e] * s * (1.0 + v * (1.0 - s));
+}
+
+// With xhat = (x - mean) rstd and g = d w:
+// dx = rstd (g - mean(g) - xhat mean(g xhat)); gxh = d xhat and gd = d (summed per
+// channel later).
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -226,24 +264,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var sgx = 0.0;
     if (valid) {
         for (var e = lid.x; e < m; e = e + WG) {
-            var g = dy[base + e];
+            let xh = (x[base + e] - mu) * rs;
+            var g = d_at(base + e, job, xh);
             if (p[5] != 0u) {
                 g = g * w[channel(job, e)];
             }
             sg = sg + g;
-            sgx = sgx + g * (x[base + e] - mu) * rs;
+            sgx = sgx + g * xh;
         }
     }
     let sums = tree_sum2(lid.x, sg, sgx) / f32(m);
     if (valid) {
         for (var e = lid.x; e < m; e = e + WG) {
-            var g = dy[base + e];
+            let xh = (x[base + e] - mu) * rs;
+            let d = d_at(base + e, job, xh);
+            var g = d;
             if (p[5] != 0u) {
                 g = g * w[channel(job, e)];
             }
-            let xh = (x[base + e] - mu) * rs;
             dx[base + e] = rs * (g - sums.x - xh * sums.y);
-            gxh[base + e] = dy[base + e] * xh;
+            gxh[base + e] = d * xh;
+            gd[base + e] = d;
         }
     }
 }

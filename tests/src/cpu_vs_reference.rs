@@ -204,18 +204,19 @@ proptest! {
     fn group_norm_and_layer_norm(
         (n, groups, cpg) in (1usize..=3, 1usize..=4, 1usize..=4),
         spatial in shape(0..=2, 40),
-        (affine, layer) in (any::<bool>(), any::<bool>()),
+        (affine, layer, fused) in (any::<bool>(), any::<bool>(), any::<bool>()),
         how in arrange(),
         seed in any::<u64>(),
     ) {
         let c = groups * cpg;
+        let silu = fused && !layer;
         let shape = if layer { [vec![n], spatial.clone(), vec![c]].concat() } else { [vec![n, c], spatial.clone()].concat() };
         let numel: usize = shape.iter().product();
         let inner: usize = spatial.iter().product();
         let s = if layer {
-            NormShape { rows: numel / c, groups: 1, cpg: c, inner: 1, eps: 1e-5 }
+            NormShape { rows: numel / c, groups: 1, cpg: c, inner: 1, eps: 1e-5, silu: false }
         } else {
-            NormShape { rows: n, groups, cpg, inner, eps: 1e-5 }
+            NormShape { rows: n, groups, cpg, inner, eps: 1e-5, silu }
         };
         let x = round32(data(numel, seed, -2.0, 2.0));
         let wv = round32(data(c, seed ^ 1, 0.5, 1.5));
@@ -223,14 +224,21 @@ proptest! {
         let tx = t32(&x, &shape, how).with_grad();
         let (tw, tb) = (t32(&wv, &[c], how).with_grad(), t32(&bv, &[c], how).with_grad());
         let (w, b) = if affine { (Some(&tw), Some(&tb)) } else { (None, None) };
-        let y = if layer { tx.layer_norm(w, b, 1e-5) } else { tx.group_norm(groups, w, b, 1e-5) }.unwrap();
+        let y = if layer {
+            tx.layer_norm(w, b, 1e-5)
+        } else if silu {
+            tx.group_norm_silu(groups, w, b, 1e-5)
+        } else {
+            tx.group_norm(groups, w, b, 1e-5)
+        }
+        .unwrap();
         let (rw, rb) = if affine { (Some(&wv[..]), Some(&bv[..])) } else { (None, None) };
         let what = format!("{} {shape:?} {s:?}", if layer { "layer_norm" } else { "group_norm" });
         assert_close(&what, &values(&y), &r::norm(&x, rw, rb, &s).0, 1e-4, 1e-4);
 
         let dy = round32(data(numel, seed ^ 3, -1.0, 1.0));
         loss_with_grad(&y, &t32(&dy, &shape, Arrange::Contiguous)).backward().unwrap();
-        let (dx, dw, db) = r::norm_backward(&x, &dy, rw, &s);
+        let (dx, dw, db) = r::norm_backward(&x, &dy, rw, rb, &s);
         assert_close(&format!("{what} dx"), &grad(&tx), &dx, 1e-4, 1e-4);
         if affine {
             assert_close(&format!("{what} dw"), &grad(&tw), &dw, 1e-4, 1e-4);

@@ -182,6 +182,11 @@ fn norms() {
     check("group_norm", vec![x.clone(), w.clone(), b.clone()], |t| {
         t[0].group_norm(2, Some(&t[1]), Some(&t[2]), 1e-5)
     });
+    check(
+        "group_norm+silu",
+        vec![x.clone(), w.clone(), b.clone()],
+        |t| t[0].group_norm_silu(2, Some(&t[1]), Some(&t[2]), 1e-5),
+    );
     check("group_norm plain", vec![x], |t| {
         t[0].group_norm(4, None, None, 1e-5)
     });

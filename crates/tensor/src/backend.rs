@@ -65,15 +65,16 @@ pub trait BackendStorage: Sized {
         b: Option<Operand<Self>>,
         s: &NormShape,
     ) -> Result<(Self, Self, Self)>;
-    /// Backward of `norm`: `self` is x; returns (dx, dw, db) (dw/db empty when w is None).
+    /// Backward of `norm`: `self` is x, `stats` the saved (mean, rstd); returns (dx, dw,
+    /// db). The bias is read only to recompute a fused SiLU's input.
     #[allow(clippy::too_many_arguments)]
     fn norm_backward(
         &self,
         l: &Layout,
         dy: Operand<Self>,
         w: Option<Operand<Self>>,
-        mean: &Self,
-        rstd: &Self,
+        b: Option<Operand<Self>>,
+        stats: (&Self, &Self),
         s: &NormShape,
     ) -> Result<(Self, Self, Self)>;
 

@@ -221,7 +221,8 @@ impl Op {
                 rstd,
                 shape,
             } => {
-                let (dx, dw, db) = crate::ops::norm_backward(x, g, w.as_ref(), mean, rstd, shape)?;
+                let (dx, dw, db) =
+                    crate::ops::norm_backward(x, g, w.as_ref(), b.as_ref(), (mean, rstd), shape)?;
                 put(x, Ok(dx))?;
                 if let Some(w) = w {
                     put(w, dw.reshape(w.shape()))?;

@@ -189,19 +189,25 @@ impl BackendStorage for Storage {
         l: &Layout,
         dy: Operand<Self>,
         w: Option<Operand<Self>>,
-        mean: &Self,
-        rstd: &Self,
+        b: Option<Operand<Self>>,
+        stats: (&Self, &Self),
         sh: &NormShape,
     ) -> Result<(Self, Self, Self)> {
         match self {
-            Storage::Cpu(s) => three(
-                s.norm_backward(l, cpu(dy)?, cpu_opt(w)?, cpu_ref(mean)?, cpu_ref(rstd)?, sh),
-                Storage::Cpu,
-            ),
-            Storage::Gpu(s) => three(
-                s.norm_backward(l, gpu(dy)?, gpu_opt(w)?, gpu_ref(mean)?, gpu_ref(rstd)?, sh),
-                Storage::Gpu,
-            ),
+            Storage::Cpu(s) => {
+                let stats = (cpu_ref(stats.0)?, cpu_ref(stats.1)?);
+                three(
+                    s.norm_backward(l, cpu(dy)?, cpu_opt(w)?, cpu_opt(b)?, stats, sh),
+                    Storage::Cpu,
+                )
+            }
+            Storage::Gpu(s) => {
+                let stats = (gpu_ref(stats.0)?, gpu_ref(stats.1)?);
+                three(
+                    s.norm_backward(l, gpu(dy)?, gpu_opt(w)?, gpu_opt(b)?, stats, sh),
+                    Storage::Gpu,
+                )
+            }
         }
     }
     fn softmax_last(&self, l: &Layout) -> Result<Self> {

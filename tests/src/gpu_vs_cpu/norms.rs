@@ -12,7 +12,7 @@ fn run(
     w: &Tensor,
     b: &Tensor,
     dy: &Tensor,
-    groups: Option<usize>,
+    groups: Option<(usize, bool)>,
     affine: bool,
 ) -> [Vec<f64>; 4] {
     let (x, w, b) = (
@@ -26,7 +26,8 @@ fn run(
         (None, None)
     };
     let y = match groups {
-        Some(g) => x.group_norm(g, wo, bo, 1e-5),
+        Some((g, false)) => x.group_norm(g, wo, bo, 1e-5),
+        Some((g, true)) => x.group_norm_silu(g, wo, bo, 1e-5),
         None => x.layer_norm(wo, bo, 1e-5),
     }
     .unwrap();
@@ -37,7 +38,7 @@ fn run(
 
 fn compare(
     shape: &[usize],
-    groups: Option<usize>,
+    groups: Option<(usize, bool)>,
     affine: bool,
     how: Arrange,
     seed: u64,
@@ -81,7 +82,7 @@ proptest! {
     fn group_and_layer_norm(
         (n, groups, cpg) in (1usize..=3, 1usize..=4, 1usize..=4),
         spatial in shape(0..=2, 40),
-        (affine, layer) in (any::<bool>(), any::<bool>()),
+        (affine, layer, silu) in (any::<bool>(), any::<bool>(), any::<bool>()),
         how in arrange(),
         seed in any::<u64>(),
     ) {
@@ -90,7 +91,7 @@ proptest! {
         if layer {
             compare(&[vec![n], spatial, vec![c]].concat(), None, affine, how, seed, &dev);
         } else {
-            compare(&[vec![n, c], spatial].concat(), Some(groups), affine, how, seed, &dev);
+            compare(&[vec![n, c], spatial].concat(), Some((groups, silu)), affine, how, seed, &dev);
         }
     }
 }
@@ -100,6 +101,21 @@ proptest! {
 #[test]
 fn large_groups_split_across_workgroups() {
     let dev = gpu();
-    compare(&[2, 4, 9000], Some(2), true, Arrange::Contiguous, 7, &dev);
+    compare(
+        &[2, 4, 9000],
+        Some((2, false)),
+        true,
+        Arrange::Contiguous,
+        7,
+        &dev,
+    );
+    compare(
+        &[2, 4, 9000],
+        Some((2, true)),
+        true,
+        Arrange::Contiguous,
+        9,
+        &dev,
+    );
     compare(&[1, 20_000], None, true, Arrange::Contiguous, 8, &dev);
 }

@@ -248,20 +248,15 @@ impl BackendStorage for CpuStorage {
         l: &Layout,
         dy: Operand<Self>,
         w: Option<Operand<Self>>,
-        mean: &Self,
-        rstd: &Self,
+        b: Option<Operand<Self>>,
+        stats: (&Self, &Self),
         s: &NormShape,
     ) -> Result<(Self, Self, Self)> {
         with_float!("norm_backward", self.dtype(), T => {
             let w = w.map(|(w, wl)| w.contiguous::<T>(wl));
-            let (dx, dw, db) = norm::norm_backward(
-                self.contiguous::<T>(l),
-                dy.0.contiguous::<T>(dy.1),
-                w,
-                mean.slice::<T>(),
-                rstd.slice::<T>(),
-                s,
-            );
+            let b = b.map(|(b, bl)| b.contiguous::<T>(bl));
+            let x = (self.contiguous::<T>(l), dy.0.contiguous::<T>(dy.1));
+            let (dx, dw, db) = norm::norm_backward(x, (w, b), (stats.0.slice::<T>(), stats.1.slice::<T>()), s);
             Ok((wrap(dx), wrap(dw), wrap(db)))
         })
     }

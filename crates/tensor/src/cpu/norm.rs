@@ -1,8 +1,8 @@
-//! Fused normalisation (group_norm, layer_norm): each group's statistics and its
-//! normalised output in one visit while the group is in cache (two-pass mean/variance,
-//! accumulated in f64), and the fused backward.
+//! Fused normalisation (group_norm, layer_norm, group_norm + SiLU): each group's
+//! statistics and its normalised output in one visit while the group is in cache
+//! (two-pass mean/variance, accumulated in f64), and the fused backward.
 
-use crate::ops::NormShape;
+use crate::ops::{NormShape, UnaryOp};
 use crate::Float;
 use rayon::prelude::*;
 
@@ -32,32 +32,40 @@ pub(crate) fn norm<T: Float>(
             *rs_out = T::from_f64(rs);
             let c0 = (gi % s.groups) * s.cpg;
             for j in 0..s.cpg {
-                let scale = rs * w.map_or(1.0, |w| w[c0 + j].to_f64());
-                let shift = b.map_or(0.0, |b| b[c0 + j].to_f64()) - mu * scale;
-                let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
+                // y = (x - mu) (rs w) + b: subtracting first keeps a tiny-variance group
+                // exact (folding mu into the shift would cancel catastrophically).
+                let scale = T::from_f64(rs * w.map_or(1.0, |w| w[c0 + j].to_f64()));
+                let (mu_t, shift) = (
+                    T::from_f64(mu),
+                    T::from_f64(b.map_or(0.0, |b| b[c0 + j].to_f64())),
+                );
                 let range = j * s.inner..(j + 1) * s.inner;
                 for (yv, &xv) in yg[range.clone()].iter_mut().zip(&xg[range]) {
-                    *yv = xv * scale + shift;
+                    let v = (xv - mu_t) * scale + shift;
+                    *yv = if s.silu {
+                        UnaryOp::Silu.eval(false, v)
+                    } else {
+                        v
+                    };
                 }
             }
         });
     (y, mean, rstd)
 }
 
-/// (dx, dw, db) given x, dy and the saved statistics. With xhat = (x - mean) rstd and
-/// g = dy w: dx = rstd (g - mean(g) - xhat mean(g xhat)); dw = sum dy xhat; db = sum dy,
-/// the channel sums taken over rows in order.
+/// (dx, dw, db) given (x, dy), the affine (w, b) and the saved (mean, rstd). With
+/// xhat = (x - mean) rstd, d = dy (times silu'(xhat w + b) when fused) and g = d w:
+/// dx = rstd (g - mean(g) - xhat mean(g xhat)); dw = sum d xhat; db = sum d, the channel
+/// sums taken over rows in order.
 pub(crate) fn norm_backward<T: Float>(
-    x: &[T],
-    dy: &[T],
-    w: Option<&[T]>,
-    mean: &[T],
-    rstd: &[T],
+    (x, dy): (&[T], &[T]),
+    (w, b): (Option<&[T]>, Option<&[T]>),
+    (mean, rstd): (&[T], &[T]),
     s: &NormShape,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let (m, c) = (s.group_len(), s.channels());
     let mut dx = vec![T::ZERO; x.len()];
-    // Per (row, channel) partial sums of dy*xhat and dy; one chunk of cpg per group.
+    // Per (row, channel) partial sums of d*xhat and d; one chunk of cpg per group.
     let mut pw = vec![0f64; s.rows * c];
     let mut pb = vec![0f64; s.rows * c];
     if m > 0 {
@@ -68,26 +76,36 @@ pub(crate) fn norm_backward<T: Float>(
             .for_each(|(gi, ((dxg, (xg, dyg)), (pwg, pbg)))| {
                 let (mu, rs) = (mean[gi].to_f64(), rstd[gi].to_f64());
                 let c0 = (gi % s.groups) * s.cpg;
+                let wj = |j: usize| w.map_or(1.0, |w| w[c0 + j].to_f64());
+                let bj = |j: usize| b.map_or(0.0, |b| b[c0 + j].to_f64());
+                // The gradient at the normaliser's output, through the fused SiLU.
+                let d = |i: usize, j: usize, xh: f64| {
+                    let g = dyg[i].to_f64();
+                    if s.silu {
+                        g * UnaryOp::Silu.eval(true, xh * wj(j) + bj(j))
+                    } else {
+                        g
+                    }
+                };
                 let (mut sum_g, mut sum_gx) = (0.0, 0.0);
                 for j in 0..s.cpg {
-                    let wj = w.map_or(1.0, |w| w[c0 + j].to_f64());
-                    let (mut sdy, mut sdyx) = (0.0, 0.0);
+                    let (mut sd, mut sdx) = (0.0, 0.0);
                     for i in j * s.inner..(j + 1) * s.inner {
-                        let (xh, d) = ((xg[i].to_f64() - mu) * rs, dyg[i].to_f64());
-                        sdy += d;
-                        sdyx += d * xh;
+                        let xh = (xg[i].to_f64() - mu) * rs;
+                        let di = d(i, j, xh);
+                        sd += di;
+                        sdx += di * xh;
                     }
-                    pwg[j] = sdyx;
-                    pbg[j] = sdy;
-                    sum_g += wj * sdy;
-                    sum_gx += wj * sdyx;
+                    pwg[j] = sdx;
+                    pbg[j] = sd;
+                    sum_g += wj(j) * sd;
+                    sum_gx += wj(j) * sdx;
                 }
                 let (a, bm) = (sum_g / m as f64, sum_gx / m as f64);
                 for j in 0..s.cpg {
-                    let wj = w.map_or(1.0, |w| w[c0 + j].to_f64());
                     for i in j * s.inner..(j + 1) * s.inner {
                         let xh = (xg[i].to_f64() - mu) * rs;
-                        dxg[i] = T::from_f64(rs * (dyg[i].to_f64() * wj - a - xh * bm));
+                        dxg[i] = T::from_f64(rs * (d(i, j, xh) * wj(j) - a - xh * bm));
                     }
                 }
             });

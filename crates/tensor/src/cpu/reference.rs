@@ -238,7 +238,8 @@ pub fn norm(
         for j in 0..s.cpg {
             for i in 0..s.inner {
                 let (e, c) = norm_index(s, gi, j, i);
-                y[e] = (x[e] - mean) * rstd * w.map_or(1.0, |w| w[c]) + b.map_or(0.0, |b| b[c]);
+                let v = (x[e] - mean) * rstd * w.map_or(1.0, |w| w[c]) + b.map_or(0.0, |b| b[c]);
+                y[e] = if s.silu { v / (1.0 + (-v).exp()) } else { v };
             }
         }
         means.push(mean);
@@ -248,14 +249,17 @@ pub fn norm(
 }
 
 /// (dx, dw, db) of `norm` by the chain rule through mean and variance:
-/// dx_e = rstd (g_e - mean_group(g) - xhat_e mean_group(g xhat)), g = dy w.
+/// dx_e = rstd (g_e - mean_group(g) - xhat_e mean_group(g xhat)), g = d w, where d is dy,
+/// or dy silu'(xhat w + b) for the fused SiLU.
 pub fn norm_backward(
     x: &[f64],
     dy: &[f64],
     w: Option<&[f64]>,
+    b: Option<&[f64]>,
     s: &NormShape,
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let (_, means, rstds) = norm(x, None, None, s);
+    let plain = NormShape { silu: false, ..*s };
+    let (_, means, rstds) = norm(x, None, None, &plain);
     let mut dx = vec![0.0; x.len()];
     let (mut dw, mut db) = (vec![0.0; s.channels()], vec![0.0; s.channels()]);
     let m = s.group_len() as f64;
@@ -266,13 +270,21 @@ pub fn norm_backward(
             .map(|(j, i)| norm_index(s, gi, j, i))
             .collect();
         let xhat = |e: usize| (x[e] - mean) * rstd;
-        let g = |e: usize, c: usize| dy[e] * w.map_or(1.0, |w| w[c]);
+        let d = |e: usize, c: usize| {
+            if !s.silu {
+                return dy[e];
+            }
+            let v = xhat(e) * w.map_or(1.0, |w| w[c]) + b.map_or(0.0, |b| b[c]);
+            let sig = 1.0 / (1.0 + (-v).exp());
+            dy[e] * sig * (1.0 + v * (1.0 - sig))
+        };
+        let g = |e: usize, c: usize| d(e, c) * w.map_or(1.0, |w| w[c]);
         let mean_g = elems.iter().map(|&(e, c)| g(e, c)).sum::<f64>() / m;
         let mean_gx = elems.iter().map(|&(e, c)| g(e, c) * xhat(e)).sum::<f64>() / m;
         for &(e, c) in &elems {
             dx[e] = rstd * (g(e, c) - mean_g - xhat(e) * mean_gx);
-            dw[c] += dy[e] * xhat(e);
-            db[c] += dy[e];
+            dw[c] += d(e, c) * xhat(e);
+            db[c] += d(e, c);
         }
     }
     (dx, dw, db)

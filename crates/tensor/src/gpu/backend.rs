@@ -131,13 +131,14 @@ impl BackendStorage for GpuStorage {
         l: &Layout,
         dy: Operand<Self>,
         w: Option<Operand<Self>>,
-        mean: &Self,
-        rstd: &Self,
+        b: Option<Operand<Self>>,
+        stats: (&Self, &Self),
         s: &NormShape,
     ) -> Result<(Self, Self, Self)> {
         f32_only("norm_backward", self)?;
         let w = w.map(|(w, wl)| w.dense(wl)).transpose()?;
-        norm::norm_backward(self, l, dy, w.as_deref(), mean, rstd, s)
+        let b = b.map(|(b, bl)| b.dense(bl)).transpose()?;
+        norm::norm_backward(self, l, dy, (w.as_deref(), b.as_deref()), stats, s)
     }
 
     fn softmax_last(&self, l: &Layout) -> Result<Self> {

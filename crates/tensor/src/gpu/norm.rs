@@ -26,6 +26,7 @@ fn params(s: &NormShape, has_w: bool, has_b: bool) -> Vec<u32> {
         has_b as u32,
         chunk as u32,
         m.div_ceil(chunk).max(1) as u32,
+        s.silu as u32,
     ]
 }
 
@@ -90,15 +91,15 @@ pub(crate) fn norm(
     Ok((y, mean, rstd))
 }
 
-/// (dx, dw, db): dx per group in one workgroup; dw and db as sums of dy * xhat and dy
-/// over rows and the inner axis, by the tree reduction.
+/// (dx, dw, db): dx per group in one workgroup; dw and db as sums of d * xhat and d
+/// (d: the gradient at the normaliser's output) over rows and the inner axis, by the
+/// tree reduction.
 pub(crate) fn norm_backward(
     x: &GpuStorage,
     l: &Layout,
     dy: (&GpuStorage, &Layout),
-    w: Option<&GpuStorage>,
-    mean: &GpuStorage,
-    rstd: &GpuStorage,
+    (w, b): (Option<&GpuStorage>, Option<&GpuStorage>),
+    (mean, rstd): (&GpuStorage, &GpuStorage),
     s: &NormShape,
 ) -> Result<(GpuStorage, GpuStorage, GpuStorage)> {
     let x = x.dense(l)?;
@@ -107,12 +108,13 @@ pub(crate) fn norm_backward(
     let dev = &x.device;
     let dx = GpuStorage::alloc(dev, jobs * m, DType::F32, "norm_backward")?;
     let gxh = GpuStorage::alloc(dev, jobs * m, DType::F32, "norm_backward")?;
+    let gd = GpuStorage::alloc(dev, jobs * m, DType::F32, "norm_backward")?;
     if jobs > 0 && m > 0 {
-        let p = params(s, w.is_some(), false);
-        let wb = w.unwrap_or(&x);
+        let p = params(s, w.is_some(), b.is_some());
+        let (wb, bb) = (w.unwrap_or(&x), b.unwrap_or(&x));
         let k = kernel(&x, "BACKWARD")?;
         let bufs = [
-            &*x.buf, &g.buf, &wb.buf, &mean.buf, &rstd.buf, &dx.buf, &gxh.buf,
+            &*x.buf, &g.buf, &wb.buf, &bb.buf, &mean.buf, &rstd.buf, &dx.buf, &gxh.buf, &gd.buf,
         ];
         let ctx = &dev.0;
         ctx.runtime
@@ -121,6 +123,6 @@ pub(crate) fn norm_backward(
     // Channel sums: x is [rows, channels, inner] in memory.
     let per_channel = Layout::contiguous([s.rows, s.channels(), s.inner]);
     let dw = reduce(&gxh, &per_channel, ReduceOp::Sum, &[0, 2])?;
-    let db = reduce(&g, &per_channel, ReduceOp::Sum, &[0, 2])?;
+    let db = reduce(&gd, &per_channel, ReduceOp::Sum, &[0, 2])?;
     Ok((dx, dw, db))
 }

@@ -1,5 +1,6 @@
-//! group_norm and layer_norm: one fused normalisation op (statistics, normalise and
-//! affine in one kernel call) with a fused backward.
+//! group_norm and layer_norm: one fused normalisation op (statistics, normalise, affine
+//! and, for group_norm_silu, the SiLU that follows it in every ResNet block) in one
+//! kernel call, with a fused backward.
 
 use crate::autograd::record;
 use crate::backend::BackendStorage;
@@ -10,6 +11,7 @@ use crate::{Error, Result, Tensor};
 /// x seen as [rows, groups, cpg, inner]: each (row, group) of cpg * inner contiguous
 /// elements is normalised; the affine weight and bias are indexed by channel
 /// `group * cpg + j`. group_norm: [N, G, C/G, H*W]; layer_norm: [rows, 1, D, 1].
+/// `silu`: the output is silu(normalised * w + b).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct NormShape {
     pub rows: usize,
@@ -17,6 +19,7 @@ pub struct NormShape {
     pub cpg: usize,
     pub inner: usize,
     pub eps: f64,
+    pub silu: bool,
 }
 
 impl NormShape {
@@ -41,6 +44,29 @@ impl Tensor {
         bias: Option<&Tensor>,
         eps: f64,
     ) -> Result<Tensor> {
+        self.group_norm_act(groups, weight, bias, eps, false)
+    }
+
+    /// silu(group_norm(x)) as one fused op: one pass over memory instead of two, and no
+    /// stored pre-activation (the backward recomputes it).
+    pub fn group_norm_silu(
+        &self,
+        groups: usize,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<Tensor> {
+        self.group_norm_act(groups, weight, bias, eps, true)
+    }
+
+    fn group_norm_act(
+        &self,
+        groups: usize,
+        w: Option<&Tensor>,
+        b: Option<&Tensor>,
+        eps: f64,
+        silu: bool,
+    ) -> Result<Tensor> {
         if self.rank() < 2 {
             return Err(Error::shape(
                 "group_norm",
@@ -54,14 +80,16 @@ impl Tensor {
                 format!("{c} channels do not split into {groups} groups"),
             ));
         }
+        let inner = self.dims()[2..].iter().product();
         let shape = NormShape {
             rows: n,
             groups,
             cpg: c / groups,
-            inner: self.dims()[2..].iter().product(),
+            inner,
             eps,
+            silu,
         };
-        norm(self, weight, bias, shape, "group_norm")
+        norm(self, w, b, shape, "group_norm")
     }
 
     /// LayerNorm (Ba et al. 2016) over the last axis, with optional weight and bias [D].
@@ -81,6 +109,7 @@ impl Tensor {
             cpg: d,
             inner: 1,
             eps,
+            silu: false,
         };
         norm(self, weight, bias, shape, "layer_norm")
     }
@@ -144,27 +173,36 @@ fn norm(
 }
 
 /// (dx, dw, db) of the normalisation from dL/dy (untracked). dw and db are [channels]
-/// and are computed even without affine parameters (they are cheap sums).
+/// and are computed even without affine parameters (they are cheap sums). The bias is
+/// needed only to recompute the pre-activation of a fused SiLU.
 pub(crate) fn norm_backward(
     x: &Tensor,
     dy: &Tensor,
     w: Option<&Tensor>,
-    mean: &Tensor,
-    rstd: &Tensor,
+    b: Option<&Tensor>,
+    stats: (&Tensor, &Tensor),
     shape: &NormShape,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let dy = dy.contiguous()?;
-    let mut ts = vec![x, &dy, mean, rstd];
-    ts.extend(w);
+    let mut ts = vec![x, &dy, stats.0, stats.1];
+    let wi = w.map(|w| {
+        ts.push(w);
+        ts.len() - 1
+    });
+    let bi = b.map(|b| {
+        ts.push(b);
+        ts.len() - 1
+    });
     let (dx, dw, db) = {
         let g = crate::tensor::read_storages(&ts);
-        let wi = w.map(|w| (g.get(4), w.layout()));
+        let wo = wi.map(|i| (g.get(i), ts[i].layout()));
+        let bo = bi.map(|i| (g.get(i), ts[i].layout()));
         g.get(0).norm_backward(
             x.layout(),
             (g.get(1), dy.layout()),
-            wi,
-            g.get(2),
-            g.get(3),
+            wo,
+            bo,
+            (g.get(2), g.get(3)),
             shape,
         )?
     };
