@@ -2,8 +2,10 @@
 //!
 //! `cpu::run` produces a [`report::Report`]: the machine's measured FMA peak plus one
 //! [`report::Section`] per kernel family (sgemm today; conv2d and others slot in as further
-//! sections). `xtask` prints it as a table or writes it as JSON.
+//! sections). `gpu::run` measures every WGSL kernel family on the adapter found. `xtask`
+//! prints the reports as tables or writes them as JSON.
 
 pub mod cpu;
+pub mod gpu;
 pub mod report;
 pub mod timing;

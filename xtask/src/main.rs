@@ -35,6 +35,14 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum BenchTarget {
+    /// WGSL kernels on the GPU adapter wgpu finds (GFLOP/s, GB/s; tiled vs naive matmul).
+    Gpu {
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[command(flatten)]
+        common: CpuArgs,
+    },
     /// CPU kernels (sgemm) vs peers (matrixmultiply), with the measured FMA peak.
     Cpu {
         /// Thread counts to measure, comma-separated.
@@ -68,8 +76,30 @@ fn main() -> ExitCode {
     }
 }
 
+fn write_json<T: serde::Serialize + ?Sized>(
+    json: Option<PathBuf>,
+    report: &T,
+) -> Result<(), String> {
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
+        Cmd::Bench {
+            target: BenchTarget::Gpu { json, common },
+        } => {
+            if common.reps < 1 {
+                return Err("--reps must be at least 1".into());
+            }
+            let report = kuosan_benches::gpu::run(common.reps, common.quick)?;
+            print!("{}", report.to_table());
+            write_json(json, &report)
+        }
         Cmd::Bench {
             target:
                 BenchTarget::Cpu {
@@ -88,13 +118,7 @@ fn run(cli: Cli) -> Result<(), String> {
             };
             let report = cpu::run(&opts)?;
             print!("{}", report.to_table());
-            if let Some(path) = json {
-                let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-                std::fs::write(&path, text)
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-                eprintln!("wrote {}", path.display());
-            }
-            Ok(())
+            write_json(json, &report)
         }
         Cmd::BenchCpuChild { threads, common } => {
             let opts = cpu::Options {

@@ -58,14 +58,14 @@ fn gpu_opt<'a>(o: Option<Operand<'a, Storage>>) -> Result<Option<Operand<'a, Gpu
     o.map(gpu).transpose()
 }
 
-fn cpu_ref<'a>(s: &'a Storage) -> Result<&'a CpuStorage> {
+fn cpu_ref(s: &Storage) -> Result<&CpuStorage> {
     match s {
         Storage::Cpu(s) => Ok(s),
         other => Err(mismatch(other, "cpu")),
     }
 }
 
-fn gpu_ref<'a>(s: &'a Storage) -> Result<&'a GpuStorage> {
+fn gpu_ref(s: &Storage) -> Result<&GpuStorage> {
     match s {
         Storage::Gpu(s) => Ok(s),
         other => Err(mismatch(other, "gpu")),

@@ -14,6 +14,7 @@
 
 mod attention;
 mod elementwise;
+mod gemm;
 mod index;
 mod norms;
 mod random_optim;

@@ -85,3 +85,112 @@ fn autograd_across_devices() {
     assert_eq!(g.device(), &Device::Cpu);
     assert_close("d sum(x^2) across devices", &values(&g), &want, 1e-6, 1e-6);
 }
+
+/// The composite of the CPU gradient check (conv -> group_norm -> silu -> attention ->
+/// sum) on GPU tensors gives the CPU's value and gradients.
+#[test]
+fn composite_gradients_match_the_cpu() {
+    let dev = gpu();
+    let run = |d: &Device| {
+        let t = |shape: &[usize], seed: u64, scale: f64| {
+            tensor_on(
+                &data(shape.iter().product(), seed, -scale, scale),
+                shape,
+                DType::F32,
+                Arrange::Contiguous,
+                d,
+            )
+            .with_grad()
+        };
+        let (x, w) = (t(&[2, 8, 5, 5], 1, 1.0), t(&[8, 8, 3, 3], 2, 0.3));
+        let (gw, gb) = (t(&[8], 3, 1.0), t(&[8], 4, 0.5));
+        let h = x
+            .conv2d(&w, None, 1, 1)
+            .unwrap()
+            .group_norm(2, Some(&gw), Some(&gb), 1e-5)
+            .unwrap()
+            .silu()
+            .unwrap();
+        let seq = h
+            .flatten_from(2)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .unsqueeze(1)
+            .unwrap();
+        let out = kuosan_tensor::scaled_dot_product_attention(&seq, &seq, &seq, None, true, None)
+            .unwrap();
+        let loss = out.sqr().unwrap().sum_all().unwrap();
+        loss.backward().unwrap();
+        let mut all = vec![values(&loss)];
+        all.extend(
+            [&x, &w, &gw, &gb]
+                .iter()
+                .map(|p| values(&p.grad().unwrap())),
+        );
+        all
+    };
+    let (want, got) = (run(&Device::Cpu), run(&dev));
+    for (i, name) in ["loss", "dx", "dw", "dgamma", "dbeta"].iter().enumerate() {
+        assert_close(&format!("composite {name}"), &got[i], &want[i], 1e-4, 1e-4);
+    }
+}
+
+/// A whole training step (forward, backward, AdamW on every parameter) reads back
+/// nothing but the loss.
+#[test]
+fn a_training_step_reads_back_only_the_loss() {
+    use kuosan_tensor::ops::{adamw_step, AdamWStep};
+    // A device of its own: tests running beside this one read back from the shared one.
+    let g = kuosan_tensor::GpuDevice::new().expect("a GPU adapter (see gpu())");
+    let dev = Device::Gpu(g.clone());
+    let t = |shape: &[usize], seed: u64| {
+        tensor_on(
+            &data(shape.iter().product(), seed, -0.5, 0.5),
+            shape,
+            DType::F32,
+            Arrange::Contiguous,
+            &dev,
+        )
+    };
+    let params: Vec<Tensor> = [t(&[8, 3, 3, 3], 1), t(&[8], 2), t(&[8], 3), t(&[8, 8], 4)]
+        .into_iter()
+        .map(|p| p.with_grad())
+        .collect();
+    let moments: Vec<(Tensor, Tensor)> = params
+        .iter()
+        .map(|p| (p.zeros_like().unwrap(), p.zeros_like().unwrap()))
+        .collect();
+    let x = t(&[2, 3, 6, 6], 5);
+    let target = t(&[2, 36, 8], 6);
+    let before = g.readbacks();
+    for step in 1..=2u64 {
+        let h = x
+            .conv2d(&params[0], Some(&params[1]), 1, 1)
+            .unwrap()
+            .group_norm_silu(4, Some(&params[2]), None, 1e-5)
+            .unwrap();
+        let seq = h.flatten_from(2).unwrap().transpose(1, 2).unwrap(); // [2, 36, 8]
+        let y = seq.matmul(&params[3]).unwrap();
+        let loss = y.sub(&target).unwrap().sqr().unwrap().mean_all().unwrap();
+        loss.backward().unwrap();
+        let hp = AdamWStep {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            step,
+        };
+        for (p, (m, v)) in params.iter().zip(&moments) {
+            adamw_step(p, &p.grad().unwrap(), m, v, &hp).unwrap();
+            p.zero_grad();
+        }
+        let _ = loss.to_scalar::<f32>().unwrap();
+        assert_eq!(
+            g.readbacks() - before,
+            step,
+            "step {step} read back more than its loss"
+        );
+    }
+}

@@ -90,8 +90,8 @@ pub(crate) fn norm_backward<T: Float>(
                 let (mut sum_g, mut sum_gx) = (0.0, 0.0);
                 for j in 0..s.cpg {
                     let (mut sd, mut sdx) = (0.0, 0.0);
-                    for i in j * s.inner..(j + 1) * s.inner {
-                        let xh = (xg[i].to_f64() - mu) * rs;
+                    for (i, xv) in xg.iter().enumerate().skip(j * s.inner).take(s.inner) {
+                        let xh = (xv.to_f64() - mu) * rs;
                         let di = d(i, j, xh);
                         sd += di;
                         sdx += di * xh;

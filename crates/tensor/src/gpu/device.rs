@@ -147,6 +147,15 @@ impl GpuDevice {
             .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// How many times the host has read data back (and so waited for the device).
+    /// A training step should add exactly one: the loss.
+    pub fn readbacks(&self) -> u64 {
+        self.0
+            .runtime
+            .reads
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Waits until every op recorded so far has run on the device (for timing).
     pub fn synchronize(&self) -> Result<()> {
         self.0.runtime.submit(&self.0);

@@ -18,4 +18,5 @@ mod source;
 mod storage;
 
 pub use device::{GpuDevice, ADAPTER_ENV};
+pub use gemm::{matmul_with, GemmKernel};
 pub use storage::GpuStorage;

@@ -9,7 +9,7 @@
 use super::device::Context;
 use crate::{Error, Result};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Dispatches recorded before the batch is submitted: enough to amortise a submit,
@@ -34,6 +34,8 @@ pub(crate) struct Runtime {
     staging: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
     /// Fill every new op output with NaN first (tests: proves each element is written).
     pub(crate) poison: AtomicBool,
+    /// Host read-backs so far (each one waits for the device).
+    pub(crate) reads: AtomicU64,
 }
 
 #[derive(Default)]
@@ -166,8 +168,10 @@ impl Runtime {
         bytes: u64,
         op: &'static str,
     ) -> Result<(u64, wgpu::Buffer)> {
-        let max =
-            u64::from(ctx.limits.max_storage_buffer_binding_size).min(ctx.limits.max_buffer_size);
+        let max = ctx
+            .limits
+            .max_storage_buffer_binding_size
+            .min(ctx.limits.max_buffer_size);
         if bytes > max {
             return Err(Error::device(
                 op,
@@ -231,7 +235,7 @@ impl Runtime {
             cap,
             ctx: ctx.clone(),
         };
-        if data.len() % 4 == 0 {
+        if data.len().is_multiple_of(4) {
             ctx.queue.write_buffer(buf.raw(), 0, data);
         } else {
             let mut padded = data.to_vec();
@@ -299,6 +303,7 @@ impl Runtime {
         if bytes == 0 {
             return Ok(Vec::new());
         }
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let size = bytes.next_multiple_of(4);
         let cap = size.max(MIN_BUCKET).next_power_of_two();
         let staging = self
