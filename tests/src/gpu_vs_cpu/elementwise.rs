@@ -126,3 +126,50 @@ proptest! {
         assert_close("narrow backward", &grad(&g), &grad(&c), 1e-6, 1e-6);
     }
 }
+
+/// f16 storage on an adapter with SHADER_F16: moves, casts both ways and strided copies
+/// give the CPU's bits; computing in f16 is refused with a hint to cast.
+#[test]
+fn half_precision_storage() {
+    let dev = gpu();
+    let Device::Gpu(g) = &dev else {
+        unreachable!("gpu() gives a GPU")
+    };
+    let x = data(1001, 3, -70000.0, 70000.0);
+    let c = tensor(&x, &[7, 143], DType::F32, Arrange::Contiguous);
+    let c16 = c.to_dtype(DType::F16).unwrap();
+    if !g.has_f16() {
+        assert!(c16
+            .to_device(&dev)
+            .unwrap_err()
+            .to_string()
+            .contains("SHADER_F16"));
+        return;
+    }
+    let bits = |t: &Tensor| {
+        t.to_vec::<half::f16>()
+            .unwrap()
+            .iter()
+            .map(|h| h.to_bits())
+            .collect::<Vec<_>>()
+    };
+    // Cast on the GPU (f32 -> f16) equals the CPU's rounding, and moves keep the bits.
+    let g16 = c.to_device(&dev).unwrap().to_dtype(DType::F16).unwrap();
+    assert_eq!(bits(&g16), bits(&c16));
+    assert_eq!(bits(&c16.to_device(&dev).unwrap()), bits(&c16));
+    // Back to f32 on the GPU, and a transposed f16 view copied on the GPU.
+    assert_eq!(
+        values(&g16.to_dtype(DType::F32).unwrap()),
+        values(&c16.to_dtype(DType::F32).unwrap())
+    );
+    assert_eq!(
+        bits(&g16.t().unwrap().contiguous().unwrap()),
+        bits(&c16.t().unwrap().contiguous().unwrap())
+    );
+    assert_eq!(
+        bits(&Tensor::full(1.5, [5], DType::F16, &dev).unwrap()),
+        vec![half::f16::from_f32(1.5).to_bits(); 5]
+    );
+    let err = g16.exp().unwrap_err().to_string();
+    assert!(err.contains("exp") && err.contains("to_dtype"), "{err}");
+}

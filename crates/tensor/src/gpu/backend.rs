@@ -38,6 +38,7 @@ impl BackendStorage for GpuStorage {
         let expr = match dtype {
             DType::F32 => "f32(x)",
             DType::U32 => "u32(x)",
+            DType::F16 => "f16(x)",
             other => return Err(Error::unsupported_dtype("to_dtype", other)),
         };
         elementwise::map(self, l, dtype, expr, &[], "to_dtype")

@@ -55,7 +55,13 @@ fn kernel(
             flags,
             &[("X", x_t), ("Y", y_t), ("EXPR", expr)],
         );
-        format!("const NUM_OPERANDS: u32 = {operands}u;\n{src}")
+        // Half-precision storage needs the f16 extension (the device has SHADER_F16).
+        let enable = if x_t == "f16" || y_t == "f16" {
+            "enable f16;\n"
+        } else {
+            ""
+        };
+        format!("{enable}const NUM_OPERANDS: u32 = {operands}u;\n{src}")
     })
 }
 
@@ -69,7 +75,10 @@ pub(crate) fn map(
     scalars: &[f32],
     op: &'static str,
 ) -> Result<GpuStorage> {
-    let (x_t, y_t) = (wgsl_type(op, x.dtype)?, wgsl_type(op, out)?);
+    let (x_t, y_t) = (
+        wgsl_type(op, x.dtype, &x.device)?,
+        wgsl_type(op, out, &x.device)?,
+    );
     let n = l.elem_count();
     let y = GpuStorage::alloc(&x.device, n, out, op)?;
     if n > 0 {
@@ -91,7 +100,7 @@ pub(crate) fn zip(
     expr: &str,
     op: &'static str,
 ) -> Result<GpuStorage> {
-    let t = wgsl_type(op, a.dtype)?;
+    let t = wgsl_type(op, a.dtype, &a.device)?;
     let n = la.elem_count();
     let y = GpuStorage::alloc(&a.device, n, a.dtype, op)?;
     if n > 0 {
@@ -114,8 +123,8 @@ pub(crate) fn select(
     lf: &Layout,
 ) -> Result<GpuStorage> {
     let (c_t, y_t) = (
-        wgsl_type("where_cond", c.dtype)?,
-        wgsl_type("where_cond", t.dtype)?,
+        wgsl_type("where_cond", c.dtype, &c.device)?,
+        wgsl_type("where_cond", t.dtype, &t.device)?,
     );
     let n = lc.elem_count();
     let y = GpuStorage::alloc(&t.device, n, t.dtype, "where_cond")?;
@@ -136,7 +145,7 @@ pub(crate) fn select(
 
 /// dst[dst layout] = src[src layout] in place (same shape and dtype).
 pub(crate) fn scatter(dst: &GpuStorage, ld: &Layout, src: &GpuStorage, ls: &Layout) -> Result<()> {
-    let t = wgsl_type("copy_into", dst.dtype)?;
+    let t = wgsl_type("copy_into", dst.dtype, &dst.device)?;
     let n = ld.elem_count();
     if n > 0 {
         let k = kernel(src, "SCATTER", 2, t, t, "")?;

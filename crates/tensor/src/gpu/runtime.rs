@@ -217,7 +217,8 @@ impl Runtime {
             ctx: ctx.clone(),
         };
         if self.poison.load(Ordering::Relaxed) {
-            super::fill::fill_words(ctx, &buf, (cap / 4) as u32, f32::NAN.to_bits())?;
+            // NaN as an f32 and as both of the f16s in each word.
+            super::fill::fill_words(ctx, &buf, (cap / 4) as u32, 0x7FC0_7E00)?;
         }
         Ok(buf)
     }
