@@ -7,71 +7,39 @@ use super::gemm;
 use crate::{Float, Layout};
 use rayon::prelude::*;
 
-/// The GEMM of a compute dtype (see `gemm::sgemm` for the argument convention).
+/// The GEMM of a compute dtype: C (m x n, row-major, row stride n) = A B, or += when
+/// `accumulate`; A and B given as (data, row stride, column stride) (see `gemm::sgemm`).
 pub(crate) trait Gemm: Float {
-    #[allow(clippy::too_many_arguments)]
     fn gemm(
-        m: usize,
-        n: usize,
-        k: usize,
-        a: &[Self],
-        rsa: usize,
-        csa: usize,
-        b: &[Self],
-        rsb: usize,
-        csb: usize,
         c: &mut [Self],
-        ldc: usize,
+        a: (&[Self], usize, usize),
+        b: (&[Self], usize, usize),
+        mnk: (usize, usize, usize),
         accumulate: bool,
         parallel: bool,
     );
 }
 
-impl Gemm for f32 {
-    fn gemm(
-        m: usize,
-        n: usize,
-        k: usize,
-        a: &[f32],
-        rsa: usize,
-        csa: usize,
-        b: &[f32],
-        rsb: usize,
-        csb: usize,
-        c: &mut [f32],
-        ldc: usize,
-        accumulate: bool,
-        parallel: bool,
-    ) {
-        gemm::sgemm(
-            m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, accumulate, parallel,
-        )
-    }
+macro_rules! gemm_impl {
+    ($t:ty, $f:path) => {
+        impl Gemm for $t {
+            fn gemm(
+                c: &mut [$t],
+                a: (&[$t], usize, usize),
+                b: (&[$t], usize, usize),
+                (m, n, k): (usize, usize, usize),
+                acc: bool,
+                par: bool,
+            ) {
+                $f(m, n, k, a.0, a.1, a.2, b.0, b.1, b.2, c, n, acc, par)
+            }
+        }
+    };
 }
+gemm_impl!(f32, gemm::sgemm);
+gemm_impl!(f64, gemm::dgemm);
 
-impl Gemm for f64 {
-    fn gemm(
-        m: usize,
-        n: usize,
-        k: usize,
-        a: &[f64],
-        rsa: usize,
-        csa: usize,
-        b: &[f64],
-        rsb: usize,
-        csb: usize,
-        c: &mut [f64],
-        ldc: usize,
-        accumulate: bool,
-        parallel: bool,
-    ) {
-        gemm::dgemm(
-            m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, accumulate, parallel,
-        )
-    }
-}
-
-/// A row-major m x n = A (m x k) * B (k x n) on plain slices with explicit strides.
+/// `c = a b` (or `+=`) with a, b given as data and (row, column) strides.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_into<T: Gemm>(
     c: &mut [T],
@@ -83,19 +51,11 @@ pub(crate) fn gemm_into<T: Gemm>(
     accumulate: bool,
     parallel: bool,
 ) {
-    let (m, n, k) = mnk;
     T::gemm(
-        m,
-        n,
-        k,
-        a,
-        a_strides.0,
-        a_strides.1,
-        b,
-        b_strides.0,
-        b_strides.1,
         c,
-        n,
+        (a, a_strides.0, a_strides.1),
+        (b, b_strides.0, b_strides.1),
+        mnk,
         accumulate,
         parallel,
     );
