@@ -17,3 +17,5 @@ mod errors;
 mod gpu_vs_cpu;
 #[cfg(test)]
 mod gradcheck;
+#[cfg(test)]
+mod nn;
