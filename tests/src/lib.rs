@@ -12,6 +12,8 @@ mod cpu_vs_reference;
 #[cfg(test)]
 mod determinism;
 #[cfg(test)]
+mod diffusion_unet;
+#[cfg(test)]
 mod errors;
 #[cfg(test)]
 mod gpu_vs_cpu;

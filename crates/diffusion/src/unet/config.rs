@@ -1,0 +1,261 @@
+//! The U-Net's configuration with the keys and meanings of diffusers'
+//! UNet2DConditionModel `config.json` (so the saved model loads with
+//! `UNet2DConditionModel.from_pretrained`), and kuosan's presets.
+
+use serde_json::{json, Value};
+
+/// The subset of UNet2DConditionModel's config that kuosan builds. Note diffusers'
+/// legacy naming: `attention_head_dim` holds the number of heads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UNetConfig {
+    pub sample_size: usize,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub block_out_channels: Vec<usize>,
+    /// "CrossAttnDownBlock2D" or "DownBlock2D" per level.
+    pub down_block_types: Vec<String>,
+    /// "CrossAttnUpBlock2D" or "UpBlock2D" per level, deepest first.
+    pub up_block_types: Vec<String>,
+    pub layers_per_block: usize,
+    pub norm_num_groups: usize,
+    pub norm_eps: f64,
+    pub cross_attention_dim: usize,
+    /// Number of heads (diffusers' legacy name).
+    pub attention_head_dim: usize,
+    pub transformer_layers_per_block: usize,
+    pub flip_sin_to_cos: bool,
+    pub freq_shift: f64,
+}
+
+/// Keys diffusers writes whose value kuosan's U-Net fixes; a config may carry them only
+/// with these values.
+fn fixed_keys() -> Value {
+    json!({
+        "act_fn": "silu",
+        "center_input_sample": false,
+        "downsample_padding": 1,
+        "mid_block_scale_factor": 1,
+        "mid_block_type": "UNetMidBlock2DCrossAttn",
+        "use_linear_projection": false,
+        "only_cross_attention": false,
+        "dual_cross_attention": false,
+        "upcast_attention": false,
+        "resnet_time_scale_shift": "default",
+        "class_embed_type": null,
+        "num_class_embeds": null,
+        "time_embedding_type": "positional",
+        "num_attention_heads": null,
+        "addition_embed_type": null,
+        "encoder_hid_dim": null,
+        "encoder_hid_dim_type": null,
+        "conv_in_kernel": 3,
+        "conv_out_kernel": 3,
+        "projection_class_embeddings_input_dim": null,
+        "attention_type": "default",
+        "dropout": 0.0,
+        "timestep_post_act": null,
+        "time_cond_proj_dim": null,
+        "time_embedding_dim": null,
+        "time_embedding_act_fn": null,
+        "cross_attention_norm": null,
+        "class_embeddings_concat": false,
+        "mid_block_only_cross_attention": null,
+        "reverse_transformer_layers_per_block": null,
+        "addition_time_embed_dim": null,
+        "addition_embed_type_num_heads": 64
+    })
+}
+
+/// Bookkeeping keys accepted with any value.
+const BOOKKEEPING: &[&str] = &["_class_name", "_diffusers_version", "_name_or_path"];
+
+impl UNetConfig {
+    /// Hidden width of the time embedding MLP (4 x the first level's channels).
+    pub fn time_embed_dim(&self) -> usize {
+        4 * self.block_out_channels[0]
+    }
+
+    /// The config.json diffusers writes for this model.
+    pub fn to_json(&self) -> Value {
+        let mut v = fixed_keys();
+        let obj = v.as_object_mut().expect("an object");
+        for (k, val) in [
+            ("_class_name", json!("UNet2DConditionModel")),
+            ("_diffusers_version", json!("0.30.0")),
+            ("sample_size", json!(self.sample_size)),
+            ("in_channels", json!(self.in_channels)),
+            ("out_channels", json!(self.out_channels)),
+            ("block_out_channels", json!(self.block_out_channels)),
+            ("down_block_types", json!(self.down_block_types)),
+            ("up_block_types", json!(self.up_block_types)),
+            ("layers_per_block", json!(self.layers_per_block)),
+            ("norm_num_groups", json!(self.norm_num_groups)),
+            ("norm_eps", json!(self.norm_eps)),
+            ("cross_attention_dim", json!(self.cross_attention_dim)),
+            ("attention_head_dim", json!(self.attention_head_dim)),
+            (
+                "transformer_layers_per_block",
+                json!(self.transformer_layers_per_block),
+            ),
+            ("flip_sin_to_cos", json!(self.flip_sin_to_cos)),
+            ("freq_shift", json!(self.freq_shift)),
+        ] {
+            obj.insert(k.to_string(), val);
+        }
+        v
+    }
+
+    /// Reads a config; unknown keys, unsupported values and inconsistent shapes are
+    /// errors naming the key.
+    pub fn from_json(v: &Value, origin: &str) -> Result<Self, String> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| format!("{origin}: not a JSON object"))?;
+        let fixed = fixed_keys();
+        let fixed = fixed.as_object().expect("an object");
+        let own = [
+            "sample_size",
+            "in_channels",
+            "out_channels",
+            "block_out_channels",
+            "down_block_types",
+            "up_block_types",
+            "layers_per_block",
+            "norm_num_groups",
+            "norm_eps",
+            "cross_attention_dim",
+            "attention_head_dim",
+            "transformer_layers_per_block",
+            "flip_sin_to_cos",
+            "freq_shift",
+        ];
+        for (k, val) in obj {
+            if own.contains(&k.as_str()) || BOOKKEEPING.contains(&k.as_str()) {
+                continue;
+            }
+            match fixed.get(k) {
+                None => return Err(format!("{origin}: unknown config key {k:?}")),
+                Some(want) if !same(want, val) => return Err(format!(
+                    "{origin}: config key {k:?} = {val} is not supported (kuosan builds {want})"
+                )),
+                _ => {}
+            }
+        }
+        let get = |k: &str| {
+            obj.get(k)
+                .ok_or_else(|| format!("{origin}: missing config key {k:?}"))
+        };
+        let int = |k: &str| {
+            get(k)?
+                .as_u64()
+                .map(|x| x as usize)
+                .ok_or_else(|| format!("{origin}: {k:?} must be an integer"))
+        };
+        let num = |k: &str| {
+            get(k)?
+                .as_f64()
+                .ok_or_else(|| format!("{origin}: {k:?} must be a number"))
+        };
+        let ints = |k: &str| -> Result<Vec<usize>, String> {
+            get(k)?
+                .as_array()
+                .and_then(|a| a.iter().map(|x| x.as_u64().map(|x| x as usize)).collect())
+                .ok_or_else(|| format!("{origin}: {k:?} must be a list of integers"))
+        };
+        let strs = |k: &str| -> Result<Vec<String>, String> {
+            get(k)?
+                .as_array()
+                .and_then(|a| a.iter().map(|x| x.as_str().map(String::from)).collect())
+                .ok_or_else(|| format!("{origin}: {k:?} must be a list of strings"))
+        };
+        let heads = match get("attention_head_dim")? {
+            Value::Array(a) => a
+                .first()
+                .and_then(Value::as_u64)
+                .filter(|&h| a.iter().all(|x| x.as_u64() == Some(h)))
+                .ok_or_else(|| {
+                    format!(
+                        "{origin}: per-level \"attention_head_dim\" lists must repeat one value"
+                    )
+                })? as usize,
+            x => x
+                .as_u64()
+                .ok_or_else(|| format!("{origin}: \"attention_head_dim\" must be an integer"))?
+                as usize,
+        };
+        let c = UNetConfig {
+            sample_size: int("sample_size")?,
+            in_channels: int("in_channels")?,
+            out_channels: int("out_channels")?,
+            block_out_channels: ints("block_out_channels")?,
+            down_block_types: strs("down_block_types")?,
+            up_block_types: strs("up_block_types")?,
+            layers_per_block: int("layers_per_block")?,
+            norm_num_groups: int("norm_num_groups")?,
+            norm_eps: num("norm_eps")?,
+            cross_attention_dim: int("cross_attention_dim")?,
+            attention_head_dim: heads,
+            transformer_layers_per_block: obj
+                .get("transformer_layers_per_block")
+                .and_then(Value::as_u64)
+                .unwrap_or(1) as usize,
+            flip_sin_to_cos: obj
+                .get("flip_sin_to_cos")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            freq_shift: obj.get("freq_shift").and_then(Value::as_f64).unwrap_or(0.0),
+        };
+        c.validate().map_err(|e| format!("{origin}: {e}"))?;
+        Ok(c)
+    }
+
+    /// Checks that the levels, block types, groups and heads fit together.
+    pub fn validate(&self) -> Result<(), String> {
+        let n = self.block_out_channels.len();
+        if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
+            return Err(format!(
+                "block_out_channels, down_block_types and up_block_types must have one entry per level ({n}, {}, {})",
+                self.down_block_types.len(),
+                self.up_block_types.len()
+            ));
+        }
+        for t in &self.down_block_types {
+            if t != "CrossAttnDownBlock2D" && t != "DownBlock2D" {
+                return Err(format!(
+                    "down block type {t:?} is not CrossAttnDownBlock2D or DownBlock2D"
+                ));
+            }
+        }
+        for t in &self.up_block_types {
+            if t != "CrossAttnUpBlock2D" && t != "UpBlock2D" {
+                return Err(format!(
+                    "up block type {t:?} is not CrossAttnUpBlock2D or UpBlock2D"
+                ));
+            }
+        }
+        for &c in &self.block_out_channels {
+            if c % self.norm_num_groups != 0 || c % self.attention_head_dim.max(1) != 0 {
+                return Err(format!(
+                    "{c} channels must split into {} norm groups and {} heads",
+                    self.norm_num_groups, self.attention_head_dim
+                ));
+            }
+        }
+        if self.sample_size % (1 << (n - 1)) != 0 {
+            return Err(format!(
+                "sample_size {} does not halve {} times",
+                self.sample_size,
+                n - 1
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// JSON equality where 1 and 1.0 are the same number.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
