@@ -137,7 +137,7 @@ impl TextConfig {
             initializer_range: num("initializer_range").unwrap_or(0.02),
             initializer_factor: num("initializer_factor").unwrap_or(1.0),
         };
-        if c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
+        if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             return Err(ConfigError(format!(
                 "{origin}: hidden_size {} does not split into {} heads",
                 c.hidden_size, c.num_attention_heads
