@@ -234,14 +234,14 @@ impl UNetConfig {
             }
         }
         for &c in &self.block_out_channels {
-            if c % self.norm_num_groups != 0 || c % self.attention_head_dim.max(1) != 0 {
+            if !c.is_multiple_of(self.norm_num_groups) || !c.is_multiple_of(self.attention_head_dim.max(1)) {
                 return Err(format!(
                     "{c} channels must split into {} norm groups and {} heads",
                     self.norm_num_groups, self.attention_head_dim
                 ));
             }
         }
-        if self.sample_size % (1 << (n - 1)) != 0 {
+        if !self.sample_size.is_multiple_of(1 << (n - 1)) {
             return Err(format!(
                 "sample_size {} does not halve {} times",
                 self.sample_size,
