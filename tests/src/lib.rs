@@ -16,6 +16,8 @@ mod diffusion_unet;
 #[cfg(test)]
 mod errors;
 #[cfg(test)]
+mod golden;
+#[cfg(test)]
 mod gpu_vs_cpu;
 #[cfg(test)]
 mod gradcheck;

@@ -165,6 +165,29 @@ pub fn load_with_metadata(
         let t = match view.dtype() {
             Dtype::F32 => Tensor::from_vec(le4().map(f32::from_le_bytes).collect(), shape, device),
             Dtype::U32 => Tensor::from_vec(le4().map(u32::from_le_bytes).collect(), shape, device),
+            // Signed ids (PyTorch's int64 and int32) become u32 ids when none is negative.
+            Dtype::I32 | Dtype::I64 => {
+                let wide: Vec<i64> = if view.dtype() == Dtype::I32 {
+                    le4().map(|b| i64::from(i32::from_le_bytes(b))).collect()
+                } else {
+                    data.chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                        .collect()
+                };
+                match wide
+                    .iter()
+                    .map(|&v| u32::try_from(v))
+                    .collect::<std::result::Result<Vec<u32>, _>>()
+                {
+                    Ok(ids) => Tensor::from_vec(ids, shape, device),
+                    Err(_) => {
+                        return Err(Error::file(
+                            path,
+                            format!("tensor {name:?} holds values that are not u32 ids"),
+                        ))
+                    }
+                }
+            }
             Dtype::F16 => {
                 Tensor::from_vec(le2().map(f16::from_bits).collect(), shape, &Device::Cpu)
                     .and_then(|t| t.to_dtype(DType::F32))

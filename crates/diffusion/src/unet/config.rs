@@ -41,6 +41,8 @@ fn fixed_keys() -> Value {
         "dual_cross_attention": false,
         "upcast_attention": false,
         "resnet_time_scale_shift": "default",
+        "resnet_skip_time_act": false,
+        "resnet_out_scale_factor": 1.0,
         "class_embed_type": null,
         "num_class_embeds": null,
         "time_embedding_type": "positional",
@@ -67,7 +69,12 @@ fn fixed_keys() -> Value {
 }
 
 /// Bookkeeping keys accepted with any value.
-const BOOKKEEPING: &[&str] = &["_class_name", "_diffusers_version", "_name_or_path"];
+const BOOKKEEPING: &[&str] = &[
+    "_class_name",
+    "_diffusers_version",
+    "_name_or_path",
+    "_use_default_values",
+];
 
 impl UNetConfig {
     /// Hidden width of the time embedding MLP (4 x the first level's channels).
@@ -135,9 +142,11 @@ impl UNetConfig {
             }
             match fixed.get(k) {
                 None => return Err(format!("{origin}: unknown config key {k:?}")),
-                Some(want) if !same(want, val) => return Err(format!(
+                Some(want) if !same(want, val) => {
+                    return Err(format!(
                     "{origin}: config key {k:?} = {val} is not supported (kuosan builds {want})"
-                )),
+                ))
+                }
                 _ => {}
             }
         }
@@ -234,7 +243,9 @@ impl UNetConfig {
             }
         }
         for &c in &self.block_out_channels {
-            if !c.is_multiple_of(self.norm_num_groups) || !c.is_multiple_of(self.attention_head_dim.max(1)) {
+            if !c.is_multiple_of(self.norm_num_groups)
+                || !c.is_multiple_of(self.attention_head_dim.max(1))
+            {
                 return Err(format!(
                     "{c} channels must split into {} norm groups and {} heads",
                     self.norm_num_groups, self.attention_head_dim
