@@ -2,4 +2,6 @@
 //! schedulers from models, one file each), the text-conditioned U-Net, datasets, the
 //! trainer and the sampler.
 
+pub mod data;
+pub mod image;
 pub mod unet;

@@ -20,6 +20,20 @@ impl Ema {
         Ok(Ema { decay, shadow })
     }
 
+    /// An average kept in `shadow`, tensors the caller owns (e.g. the parameters of a
+    /// second model used for sampling); they are overwritten with `params` first.
+    pub fn with_shadow(
+        shadow: Vec<(String, Tensor)>,
+        params: &[(String, Tensor)],
+        decay: f64,
+    ) -> Result<Ema> {
+        let _guard = no_grad();
+        for ((_, s), (_, p)) in shadow.iter().zip(params) {
+            s.assign(p)?;
+        }
+        Ok(Ema { decay, shadow })
+    }
+
     /// The decay used at optimizer step `step` (small at first, so early weights fade).
     pub fn decay_at(&self, step: u64) -> f64 {
         self.decay.min((1.0 + step as f64) / (10.0 + step as f64))
