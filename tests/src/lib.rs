@@ -17,6 +17,10 @@ mod determinism;
 #[cfg(test)]
 mod diffusion_data;
 #[cfg(test)]
+mod diffusion_schedulers;
+#[cfg(test)]
+mod diffusion_train;
+#[cfg(test)]
 mod diffusion_unet;
 #[cfg(test)]
 mod errors;

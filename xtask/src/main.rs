@@ -6,10 +6,13 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use kuosan_benches::cpu;
 
+mod sample;
+mod train;
+
 #[derive(Parser)]
 #[command(
     name = "xtask",
-    about = "kuosan's tasks: benchmarks (and later train, sample, test)"
+    about = "kuosan: train a text-to-image diffusion model, sample from it, benchmark kernels"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -18,6 +21,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Train a text-to-image model (default: the small config on the built-in shapes).
+    Train(train::TrainArgs),
+    /// Sample a grid of images from a trained run, one row per prompt.
+    Sample(sample::SampleArgs),
     /// Run microbenchmarks and print a table.
     Bench {
         #[command(subcommand)]
@@ -90,6 +97,8 @@ fn write_json<T: serde::Serialize + ?Sized>(
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
+        Cmd::Train(a) => train::run(a),
+        Cmd::Sample(a) => sample::run(a),
         Cmd::Bench {
             target: BenchTarget::Gpu { json, common },
         } => {

@@ -19,7 +19,8 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub(crate) fn file(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+    /// A file error naming the file.
+    pub fn file(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         Error::File {
             path: path.into(),
             msg: msg.into(),

@@ -1,10 +1,16 @@
 //! Fused normalisation (group_norm, layer_norm, group_norm + SiLU): each group's
 //! statistics and its normalised output in one visit while the group is in cache
-//! (two-pass mean/variance, accumulated in f64), and the fused backward.
+//! (two-pass mean/variance with f64 sums), and the fused backward. Per-element work is
+//! in the compute dtype; only the group sums are f64.
 
-use crate::ops::{NormShape, UnaryOp};
+use crate::ops::NormShape;
 use crate::Float;
 use rayon::prelude::*;
+
+#[inline]
+fn sigmoid<T: Float>(v: T) -> T {
+    T::ONE / (T::ONE + (-v).exp())
+}
 
 /// (y, mean, rstd) for x seen as [rows, groups, cpg, inner]; see `NormShape`.
 pub(crate) fn norm<T: Float>(
@@ -31,22 +37,23 @@ pub(crate) fn norm<T: Float>(
             *mu_out = T::from_f64(mu);
             *rs_out = T::from_f64(rs);
             let c0 = (gi % s.groups) * s.cpg;
+            let mu_t = T::from_f64(mu);
             for j in 0..s.cpg {
                 // y = (x - mu) (rs w) + b: subtracting first keeps a tiny-variance group
                 // exact (folding mu into the shift would cancel catastrophically).
                 let scale = T::from_f64(rs * w.map_or(1.0, |w| w[c0 + j].to_f64()));
-                let (mu_t, shift) = (
-                    T::from_f64(mu),
-                    T::from_f64(b.map_or(0.0, |b| b[c0 + j].to_f64())),
-                );
+                let shift = b.map_or(T::ZERO, |b| b[c0 + j]);
                 let range = j * s.inner..(j + 1) * s.inner;
-                for (yv, &xv) in yg[range.clone()].iter_mut().zip(&xg[range]) {
-                    let v = (xv - mu_t) * scale + shift;
-                    *yv = if s.silu {
-                        UnaryOp::Silu.eval(false, v)
-                    } else {
-                        v
-                    };
+                let (yr, xr) = (&mut yg[range.clone()], &xg[range]);
+                if s.silu {
+                    for (yv, &xv) in yr.iter_mut().zip(xr) {
+                        let v = (xv - mu_t) * scale + shift;
+                        *yv = v * sigmoid(v);
+                    }
+                } else {
+                    for (yv, &xv) in yr.iter_mut().zip(xr) {
+                        *yv = (xv - mu_t) * scale + shift;
+                    }
                 }
             }
         });
@@ -74,38 +81,43 @@ pub(crate) fn norm_backward<T: Float>(
             .zip(pw.par_chunks_mut(s.cpg).zip(pb.par_chunks_mut(s.cpg)))
             .enumerate()
             .for_each(|(gi, ((dxg, (xg, dyg)), (pwg, pbg)))| {
-                let (mu, rs) = (mean[gi].to_f64(), rstd[gi].to_f64());
+                let (mu, rs) = (mean[gi], rstd[gi]);
                 let c0 = (gi % s.groups) * s.cpg;
-                let wj = |j: usize| w.map_or(1.0, |w| w[c0 + j].to_f64());
-                let bj = |j: usize| b.map_or(0.0, |b| b[c0 + j].to_f64());
-                // The gradient at the normaliser's output, through the fused SiLU.
-                let d = |i: usize, j: usize, xh: f64| {
-                    let g = dyg[i].to_f64();
-                    if s.silu {
-                        g * UnaryOp::Silu.eval(true, xh * wj(j) + bj(j))
-                    } else {
-                        g
-                    }
-                };
+                let wj = |j: usize| w.map_or(T::ONE, |w| w[c0 + j]);
+                let bj = |j: usize| b.map_or(T::ZERO, |b| b[c0 + j]);
+                // d: the gradient at the normaliser's output (through the fused SiLU),
+                // kept in dx for the second pass.
                 let (mut sum_g, mut sum_gx) = (0.0, 0.0);
                 for j in 0..s.cpg {
-                    let (mut sd, mut sdx) = (0.0, 0.0);
-                    for (i, xv) in xg.iter().enumerate().skip(j * s.inner).take(s.inner) {
-                        let xh = (xv.to_f64() - mu) * rs;
-                        let di = d(i, j, xh);
-                        sd += di;
-                        sdx += di * xh;
+                    let (mut sd, mut sdx) = (0.0f64, 0.0f64);
+                    let (wv, bv) = (wj(j), bj(j));
+                    for i in j * s.inner..(j + 1) * s.inner {
+                        let xh = (xg[i] - mu) * rs;
+                        let d = if s.silu {
+                            let v = xh * wv + bv;
+                            let sg = sigmoid(v);
+                            dyg[i] * sg * (T::ONE + v * (T::ONE - sg))
+                        } else {
+                            dyg[i]
+                        };
+                        dxg[i] = d;
+                        sd += d.to_f64();
+                        sdx += (d * xh).to_f64();
                     }
                     pwg[j] = sdx;
                     pbg[j] = sd;
-                    sum_g += wj(j) * sd;
-                    sum_gx += wj(j) * sdx;
+                    sum_g += wv.to_f64() * sd;
+                    sum_gx += wv.to_f64() * sdx;
                 }
-                let (a, bm) = (sum_g / m as f64, sum_gx / m as f64);
+                let (a, bm) = (
+                    T::from_f64(sum_g / m as f64),
+                    T::from_f64(sum_gx / m as f64),
+                );
                 for j in 0..s.cpg {
+                    let wv = wj(j);
                     for i in j * s.inner..(j + 1) * s.inner {
-                        let xh = (xg[i].to_f64() - mu) * rs;
-                        dxg[i] = T::from_f64(rs * (d(i, j, xh) * wj(j) - a - xh * bm));
+                        let xh = (xg[i] - mu) * rs;
+                        dxg[i] = rs * (dxg[i] * wv - a - xh * bm);
                     }
                 }
             });

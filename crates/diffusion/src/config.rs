@@ -1,0 +1,318 @@
+//! Model and training configuration: the presets `tiny` (tests, seconds), `small` (the
+//! default on a CPU) and `base` (Ho et al. 2020's CIFAR-10 U-Net, for a GPU), and a JSON
+//! file form with the same sections (`unet` in diffusers' keys, `text_encoder` in
+//! transformers' keys, `scheduler`, `train`), in which an unknown key is an error.
+
+use crate::unet::UNetConfig;
+use crate::{BetaSchedule, Prediction};
+use kuosan_textenc::TextConfig;
+use serde_json::{json, Map, Value};
+use std::path::Path;
+
+/// Training hyper-parameters a preset suggests (the command line may override them).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    pub lr: f64,
+    pub batch: usize,
+    pub steps: u64,
+    pub warmup: u64,
+    pub ema_decay: f64,
+    /// Probability of training on the empty prompt, for classifier-free guidance.
+    pub cond_drop: f64,
+    pub min_snr_gamma: Option<f64>,
+    pub grad_clip: f64,
+    pub weight_decay: f64,
+}
+
+/// Everything that defines a model and how it trains.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelConfig {
+    pub unet: UNetConfig,
+    pub text: TextConfig,
+    pub beta_schedule: BetaSchedule,
+    pub num_train_timesteps: usize,
+    pub prediction: Prediction,
+    pub train: TrainConfig,
+}
+
+/// The knobs that distinguish the presets.
+struct Preset {
+    ch: Vec<usize>,
+    attn: Vec<bool>,
+    layers: usize,
+    groups: usize,
+    heads: usize,
+    text_dim: usize,
+    text_layers: usize,
+    lr: f64,
+    batch: usize,
+    steps: u64,
+    ema: f64,
+    schedule: BetaSchedule,
+}
+
+fn blocks(attn: &[bool]) -> (Vec<String>, Vec<String>) {
+    let down = attn
+        .iter()
+        .map(|&a| {
+            if a {
+                "CrossAttnDownBlock2D"
+            } else {
+                "DownBlock2D"
+            }
+            .to_string()
+        })
+        .collect();
+    let up = attn
+        .iter()
+        .rev()
+        .map(|&a| if a { "CrossAttnUpBlock2D" } else { "UpBlock2D" }.to_string())
+        .collect();
+    (down, up)
+}
+
+impl ModelConfig {
+    /// A preset for images of `channels` x `size` x `size`.
+    pub fn preset(name: &str, channels: usize, size: usize) -> Result<ModelConfig, String> {
+        let p = match name {
+            "tiny" => Preset {
+                ch: vec![16, 32],
+                attn: vec![true, false],
+                layers: 1,
+                groups: 8,
+                heads: 2,
+                text_dim: 32,
+                text_layers: 1,
+                lr: 1e-3,
+                batch: 8,
+                steps: 20,
+                ema: 0.99,
+                schedule: BetaSchedule::cosine(),
+            },
+            "small" => Preset {
+                ch: vec![32, 64, 64],
+                attn: vec![false, true, true],
+                layers: 1,
+                groups: 8,
+                heads: 4,
+                text_dim: 64,
+                text_layers: 2,
+                lr: 1e-3,
+                batch: 32,
+                steps: 1500,
+                ema: 0.995,
+                schedule: BetaSchedule::cosine(),
+            },
+            // Ho et al. 2020's CIFAR-10 model: 128 channels x (1, 2, 2, 2), 2 resnets per
+            // level, attention at 16x16, the linear schedule.
+            "base" => Preset {
+                ch: vec![128, 256, 256, 256],
+                attn: vec![false, true, false, false],
+                layers: 2,
+                groups: 32,
+                heads: 4,
+                text_dim: 256,
+                text_layers: 4,
+                lr: 2e-4,
+                batch: 128,
+                steps: 100_000,
+                ema: 0.9999,
+                schedule: BetaSchedule::linear(),
+            },
+            other => {
+                return Err(format!(
+                    "unknown config preset {other:?}: use tiny, small, base or a JSON file"
+                ))
+            }
+        };
+        let Preset {
+            ch,
+            attn,
+            layers,
+            groups,
+            heads,
+            text_dim,
+            text_layers,
+            lr,
+            batch,
+            steps,
+            ema,
+            schedule,
+        } = p;
+        let (down, up) = blocks(&attn);
+        let max_len = 64;
+        let unet = UNetConfig {
+            sample_size: size,
+            in_channels: channels,
+            out_channels: channels,
+            block_out_channels: ch,
+            down_block_types: down,
+            up_block_types: up,
+            layers_per_block: layers,
+            norm_num_groups: groups,
+            norm_eps: 1e-5,
+            cross_attention_dim: text_dim,
+            attention_head_dim: heads,
+            transformer_layers_per_block: 1,
+            flip_sin_to_cos: true,
+            freq_shift: 0.0,
+        };
+        unet.validate()?;
+        Ok(ModelConfig {
+            unet,
+            text: TextConfig::new(
+                text_dim,
+                text_layers,
+                heads.min(text_dim / 16).max(1),
+                max_len,
+            ),
+            beta_schedule: schedule,
+            num_train_timesteps: 1000,
+            prediction: Prediction::Epsilon,
+            train: TrainConfig {
+                lr,
+                batch,
+                steps,
+                warmup: (steps / 20).clamp(1, 500),
+                ema_decay: ema,
+                cond_drop: 0.1,
+                min_snr_gamma: None,
+                grad_clip: 1.0,
+                weight_decay: 0.01,
+            },
+        })
+    }
+
+    /// The config as a JSON document (what a run folder stores as kuosan_config.json).
+    pub fn to_json(&self) -> Value {
+        let t = &self.train;
+        json!({
+            "unet": self.unet.to_json(),
+            "text_encoder": self.text.to_json(),
+            "scheduler": {
+                "beta_schedule": self.beta_schedule.name(),
+                "beta_start": self.beta_schedule.range().0,
+                "beta_end": self.beta_schedule.range().1,
+                "num_train_timesteps": self.num_train_timesteps,
+                "prediction_type": self.prediction.as_str(),
+            },
+            "train": {
+                "lr": t.lr, "batch": t.batch, "steps": t.steps, "warmup": t.warmup,
+                "ema_decay": t.ema_decay, "cond_drop": t.cond_drop, "min_snr_gamma": t.min_snr_gamma,
+                "grad_clip": t.grad_clip, "weight_decay": t.weight_decay,
+            },
+        })
+    }
+
+    /// Reads a config document; unknown keys anywhere are errors naming them.
+    pub fn from_json(v: &Value, origin: &str) -> Result<ModelConfig, String> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| format!("{origin}: not a JSON object"))?;
+        only_keys(obj, &["unet", "text_encoder", "scheduler", "train"], origin)?;
+        let section = |k: &str| {
+            obj.get(k)
+                .ok_or_else(|| format!("{origin}: missing section {k:?}"))
+        };
+        let unet = UNetConfig::from_json(section("unet")?, &format!("{origin}: unet"))?;
+        let text =
+            TextConfig::from_json(section("text_encoder")?, &format!("{origin}: text_encoder"))
+                .map_err(|e| e.0)?;
+        let s = section("scheduler")?
+            .as_object()
+            .ok_or_else(|| format!("{origin}: scheduler must be an object"))?;
+        only_keys(
+            s,
+            &[
+                "beta_schedule",
+                "beta_start",
+                "beta_end",
+                "num_train_timesteps",
+                "prediction_type",
+            ],
+            &format!("{origin}: scheduler"),
+        )?;
+        let sched_name = s
+            .get("beta_schedule")
+            .and_then(Value::as_str)
+            .unwrap_or("linear");
+        let (start, end) = (
+            s.get("beta_start").and_then(Value::as_f64).unwrap_or(1e-4),
+            s.get("beta_end").and_then(Value::as_f64).unwrap_or(0.02),
+        );
+        let beta_schedule = BetaSchedule::parse(sched_name, start, end)
+            .ok_or_else(|| format!("{origin}: unknown beta_schedule {sched_name:?}"))?;
+        let pred = s
+            .get("prediction_type")
+            .and_then(Value::as_str)
+            .unwrap_or("epsilon");
+        let prediction = Prediction::parse(pred)
+            .ok_or_else(|| format!("{origin}: unknown prediction_type {pred:?}"))?;
+        let tr = section("train")?
+            .as_object()
+            .ok_or_else(|| format!("{origin}: train must be an object"))?;
+        let keys = [
+            "lr",
+            "batch",
+            "steps",
+            "warmup",
+            "ema_decay",
+            "cond_drop",
+            "min_snr_gamma",
+            "grad_clip",
+            "weight_decay",
+        ];
+        only_keys(tr, &keys, &format!("{origin}: train"))?;
+        let num = |k: &str| {
+            tr.get(k)
+                .and_then(Value::as_f64)
+                .ok_or_else(|| format!("{origin}: train.{k} must be a number"))
+        };
+        let train = TrainConfig {
+            lr: num("lr")?,
+            batch: num("batch")? as usize,
+            steps: num("steps")? as u64,
+            warmup: num("warmup")? as u64,
+            ema_decay: num("ema_decay")?,
+            cond_drop: num("cond_drop")?,
+            min_snr_gamma: tr.get("min_snr_gamma").and_then(Value::as_f64),
+            grad_clip: num("grad_clip")?,
+            weight_decay: num("weight_decay")?,
+        };
+        if text.hidden_size != unet.cross_attention_dim {
+            return Err(format!(
+                "{origin}: text_encoder.hidden_size {} must equal unet.cross_attention_dim {}",
+                text.hidden_size, unet.cross_attention_dim
+            ));
+        }
+        let num_train_timesteps = s
+            .get("num_train_timesteps")
+            .and_then(Value::as_u64)
+            .unwrap_or(1000) as usize;
+        Ok(ModelConfig {
+            unet,
+            text,
+            beta_schedule,
+            num_train_timesteps,
+            prediction,
+            train,
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<ModelConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: bad JSON: {e}", path.display()))?;
+        ModelConfig::from_json(&v, &path.display().to_string())
+    }
+}
+
+fn only_keys(obj: &Map<String, Value>, allowed: &[&str], origin: &str) -> Result<(), String> {
+    match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(format!(
+            "{origin}: unknown config key {k:?} (expected one of {allowed:?})"
+        )),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,288 @@
+//! The training objective: forward noising q_sample, epsilon and v targets, and the MSE
+//! loss with optional min-SNR-gamma weighting, all as tensor ops (autograd, any device).
+//!
+//! Timesteps are a host slice of step indices, one per sample (`t[b]` for sample b):
+//! the trainer draws them on the host, they are checked there (a bad index is a clear
+//! error, not a device fault), and each per-sample coefficient is computed in f64 and
+//! uploaded once as a [B, 1, .., 1] tensor that broadcasts over the sample's other axes.
+
+use crate::{arg_error, NoiseSchedule};
+use kuosan_tensor::{DType, Device, Result, Tensor};
+
+/// The gamma of min-SNR weighting that Hang et al. 2023 use by default.
+pub const MIN_SNR_GAMMA: f64 = 5.0;
+
+/// What the network predicts from x_t (diffusers' `prediction_type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Prediction {
+    /// The noise eps that made x_t (Ho et al. 2020, eq. 11-12).
+    #[default]
+    Epsilon,
+    /// The velocity v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022, §4 and
+    /// appendix D; diffusers' "v_prediction").
+    V,
+}
+
+impl Prediction {
+    /// The prediction diffusers names `name` ("epsilon", "v_prediction").
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "epsilon" => Some(Prediction::Epsilon),
+            "v_prediction" => Some(Prediction::V),
+            _ => None,
+        }
+    }
+
+    /// diffusers' name for it ("epsilon", "v_prediction").
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Prediction::Epsilon => "epsilon",
+            Prediction::V => "v_prediction",
+        }
+    }
+
+    /// The regression target for clean data `x0` noised with `noise` at steps `t`: eps,
+    /// or v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0.
+    pub fn target(
+        self,
+        x0: &Tensor,
+        noise: &Tensor,
+        t: &[usize],
+        schedule: &NoiseSchedule,
+    ) -> Result<Tensor> {
+        same_shape("Prediction::target", x0, noise)?;
+        match self {
+            Prediction::Epsilon => {
+                check_steps("Prediction::target", x0, t, schedule)?;
+                Ok(noise.clone())
+            }
+            Prediction::V => {
+                let (sa, s1a) = coefficients("Prediction::target", x0, t, schedule)?;
+                noise.mul(&sa)?.sub(&x0.mul(&s1a)?)
+            }
+        }
+    }
+
+    /// The clean sample x0 implied by a model output at a step with abar_t = `alpha_prod`:
+    /// eps: x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar) (Ho et al. 2020 eq. 15, DDIM eq. 12's
+    /// "predicted x0"); v: x0 = sqrt(abar) x_t - sqrt(1 - abar) v (Salimans & Ho 2022).
+    pub fn pred_original_sample(
+        self,
+        model_output: &Tensor,
+        sample: &Tensor,
+        alpha_prod: f64,
+    ) -> Result<Tensor> {
+        same_shape("pred_original_sample", model_output, sample)?;
+        let (sa, s1a) = (alpha_prod.sqrt(), (1.0 - alpha_prod).sqrt());
+        match self {
+            Prediction::Epsilon => lincomb(1.0 / sa, sample, -s1a / sa, model_output),
+            Prediction::V => lincomb(sa, sample, -s1a, model_output),
+        }
+    }
+
+    /// The noise eps implied by a model output at abar_t = `alpha_prod`: eps itself, or
+    /// eps = sqrt(abar) v + sqrt(1 - abar) x_t for v.
+    pub fn pred_epsilon(
+        self,
+        model_output: &Tensor,
+        sample: &Tensor,
+        alpha_prod: f64,
+    ) -> Result<Tensor> {
+        same_shape("pred_epsilon", model_output, sample)?;
+        match self {
+            Prediction::Epsilon => Ok(model_output.clone()),
+            Prediction::V => lincomb(
+                alpha_prod.sqrt(),
+                model_output,
+                (1.0 - alpha_prod).sqrt(),
+                sample,
+            ),
+        }
+    }
+}
+
+/// How the loss is formed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossConfig {
+    pub prediction: Prediction,
+    /// Min-SNR-gamma weighting (Hang et al. 2023) with this gamma; `None`: plain MSE.
+    pub min_snr_gamma: Option<f64>,
+}
+
+impl Default for LossConfig {
+    /// Epsilon prediction, plain MSE (Ho et al. 2020's L_simple, eq. 14).
+    fn default() -> Self {
+        LossConfig {
+            prediction: Prediction::Epsilon,
+            min_snr_gamma: None,
+        }
+    }
+}
+
+/// The forward process in closed form, x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps
+/// (Ho et al. 2020, eq. 4 reparametrised as in Algorithm 1), with `t[b]` the step of
+/// sample b (axis 0 of `x0`); `noise` has x0's shape.
+pub fn q_sample(
+    x0: &Tensor,
+    t: &[usize],
+    noise: &Tensor,
+    schedule: &NoiseSchedule,
+) -> Result<Tensor> {
+    same_shape("q_sample", x0, noise)?;
+    let (sa, s1a) = coefficients("q_sample", x0, t, schedule)?;
+    x0.mul(&sa)?.add(&noise.mul(&s1a)?)
+}
+
+/// Min-SNR-gamma loss weights (Hang et al. 2023, "Efficient diffusion training via
+/// Min-SNR weighting strategy"), one per step in `t`:
+/// min(SNR_t, gamma) / SNR_t for epsilon prediction, min(SNR_t, gamma) / (SNR_t + 1) for
+/// v prediction, with SNR_t = abar_t / (1 - abar_t). Both make the effective weight on
+/// the x0 error min(SNR_t, gamma), so high-SNR (nearly clean) steps stop dominating.
+pub fn min_snr_weights(
+    t: &[usize],
+    schedule: &NoiseSchedule,
+    prediction: Prediction,
+    gamma: f64,
+) -> Result<Vec<f64>> {
+    if !(gamma > 0.0 && gamma.is_finite()) {
+        return Err(arg_error(
+            "min_snr_weights",
+            format!("gamma must be positive and finite, got {gamma}"),
+        ));
+    }
+    t.iter()
+        .map(|&t| {
+            let snr = schedule.snr(t)?;
+            Ok(match prediction {
+                Prediction::Epsilon => snr.min(gamma) / snr,
+                Prediction::V => snr.min(gamma) / (snr + 1.0),
+            })
+        })
+        .collect()
+}
+
+/// The diffusion loss of a model output against its target: the per-sample mean squared
+/// error, weighted per sample by min-SNR-gamma when `config` asks, averaged over the
+/// batch; a rank-0 tensor that backpropagates into `model_output`. Without weighting
+/// it is the plain MSE, L_simple (Ho et al. 2020, eq. 14).
+pub fn diffusion_loss(
+    model_output: &Tensor,
+    x0: &Tensor,
+    noise: &Tensor,
+    t: &[usize],
+    schedule: &NoiseSchedule,
+    config: &LossConfig,
+) -> Result<Tensor> {
+    same_shape("diffusion_loss", model_output, x0)?;
+    if t.is_empty() {
+        return Err(arg_error(
+            "diffusion_loss",
+            "the batch is empty: the mean of no samples is undefined",
+        ));
+    }
+    let target = config.prediction.target(x0, noise, t, schedule)?;
+    let sq = model_output.sub(&target)?.sqr()?;
+    match config.min_snr_gamma {
+        None => sq.mean_all(),
+        Some(gamma) => {
+            let w = min_snr_weights(t, schedule, config.prediction, gamma)?;
+            let rest: Vec<usize> = (1..sq.rank()).collect();
+            let per_sample = sq.mean(&rest, false)?; // [B]
+            let w = host_tensor(w, &[t.len()], sq.dtype(), sq.device())?;
+            per_sample.mul(&w)?.mean_all()
+        }
+    }
+}
+
+/// One training loss evaluation in the shape of lucidrains' `p_losses`: noise `x0` to
+/// steps `t` with `noise` (q_sample), run `model(x_t, t)`, and return [`diffusion_loss`].
+pub fn p_losses(
+    model: impl FnOnce(&Tensor, &[usize]) -> Result<Tensor>,
+    x0: &Tensor,
+    t: &[usize],
+    noise: &Tensor,
+    schedule: &NoiseSchedule,
+    config: &LossConfig,
+) -> Result<Tensor> {
+    let x_t = q_sample(x0, t, noise, schedule)?;
+    let out = model(&x_t, t)?;
+    diffusion_loss(&out, x0, noise, t, schedule, config)
+}
+
+/// An error unless `t` holds one valid training step per sample of `like` (axis 0).
+fn check_steps(
+    op: &'static str,
+    like: &Tensor,
+    t: &[usize],
+    schedule: &NoiseSchedule,
+) -> Result<()> {
+    if like.rank() == 0 || like.dims()[0] != t.len() {
+        return Err(arg_error(
+            op,
+            format!(
+                "{} timesteps for a batch of shape {}: give one timestep per sample (axis 0)",
+                t.len(),
+                like.shape()
+            ),
+        ));
+    }
+    for &ti in t {
+        schedule.check_timestep(op, ti)?;
+    }
+    Ok(())
+}
+
+/// Per-sample sqrt(abar_t) and sqrt(1 - abar_t) as [B, 1, .., 1] tensors in `like`'s
+/// dtype and device, after checking that `t` has one valid step per sample.
+fn coefficients(
+    op: &'static str,
+    like: &Tensor,
+    t: &[usize],
+    schedule: &NoiseSchedule,
+) -> Result<(Tensor, Tensor)> {
+    check_steps(op, like, t, schedule)?;
+    let batch = t.len();
+    let abar = schedule.alphas_cumprod();
+    let mut shape = vec![1; like.rank()];
+    shape[0] = batch;
+    let sa = t.iter().map(|&i| abar[i].sqrt()).collect();
+    let s1a = t.iter().map(|&i| (1.0 - abar[i]).sqrt()).collect();
+    Ok((
+        host_tensor(sa, &shape, like.dtype(), like.device())?,
+        host_tensor(s1a, &shape, like.dtype(), like.device())?,
+    ))
+}
+
+/// f64 host values as a tensor of `dtype` on `device` (rounded once, on the host).
+pub(crate) fn host_tensor(
+    values: Vec<f64>,
+    shape: &[usize],
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
+    Tensor::from_vec(values, shape, &Device::Cpu)?
+        .to_dtype(dtype)?
+        .to_device(device)
+}
+
+/// a x + b y for tensors of one shape.
+pub(crate) fn lincomb(a: f64, x: &Tensor, b: f64, y: &Tensor) -> Result<Tensor> {
+    x.affine(a, 0.0)?.add(&y.affine(b, 0.0)?)
+}
+
+/// An error unless `a` and `b` have the same shape (broadcasting between a prediction and
+/// its target would silently compute the wrong thing).
+pub(crate) fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.shape() == b.shape() {
+        Ok(())
+    } else {
+        Err(arg_error(
+            op,
+            format!(
+                "shapes {} and {} differ: they must be equal",
+                a.shape(),
+                b.shape()
+            ),
+        ))
+    }
+}
