@@ -3,6 +3,9 @@
 //
 // The host substitutes $X, $Y (element types), $EXPR (the op, in terms of x or a, b and
 // the scalars s0, s1) before compiling, so each op is its own specialised pipeline.
+// Maps and binary ops on f16 storage compute in f32: the host sets $LOAD to f32 (widen
+// each operand as it is read) and $STORE to f16 (round once, on the write); for f32,
+// copies and casts both are empty.
 //
 // params p: [n, rank, dims[8], then per operand k: offset, strides[8], then scalars].
 // Axes are coalesced on the host, so a contiguous operand is rank 1 with stride 1.
@@ -144,9 +147,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (i >= p[0]) {
         return;
     }
-    let a = x0[offset_of(i, 0u)];
-    let b = x1[offset_of(i, 1u)];
-    y[i] = $EXPR;
+    let a = $LOAD(x0[offset_of(i, 0u)]);
+    let b = $LOAD(x1[offset_of(i, 1u)]);
+    y[i] = $STORE($EXPR);
 }
 #elif SELECT
 @compute @workgroup_size(256)
@@ -175,7 +178,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (i >= p[0]) {
         return;
     }
-    let x = x0[offset_of(i, 0u)];
-    y[i] = $EXPR;
+    let x = $LOAD(x0[offset_of(i, 0u)]);
+    y[i] = $STORE($EXPR);
 }
 #endif

@@ -6,8 +6,10 @@
 // PARTIAL:  large groups, pass 1: workgroup (group, chunk) writes the chunk's (mean, M2).
 // COMBINE:  pass 2: one thread per group merges its chunks in order (Chan et al. 1979).
 // APPLY:    pass 3: one thread per element normalises with the merged statistics.
-// BACKWARD: one workgroup per group: dx, and d * xhat and d for the weight and bias
-//           gradients (d = dy, through the SiLU's derivative when fused).
+// BWD + BWD_FUSED: one workgroup per group: dx, and d * xhat and d for the weight and
+//           bias gradients (d = dy, through the SiLU's derivative when fused).
+// BWD + BWD_PARTIAL, BWD_APPLY: the same for large groups, split into chunks: chunk
+//           sums of g and g xhat, then one thread per element.
 //
 // params p: [jobs, groups, cpg, inner, eps (f32 bits), has_w, has_b, chunk_len, chunks,
 //            silu]
@@ -215,17 +217,17 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     y[i] = act(v);
 }
-#elif BACKWARD
+#endif
+
+// The backward passes share x, dy, w, b and the statistics (flag BWD, with one of the
+// three below).
+#if BWD
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read> b: array<f32>;
 @group(0) @binding(4) var<storage, read> mean: array<f32>;
 @group(0) @binding(5) var<storage, read> rstd: array<f32>;
-@group(0) @binding(6) var<storage, read_write> dx: array<f32>;
-@group(0) @binding(7) var<storage, read_write> gxh: array<f32>;
-@group(0) @binding(8) var<storage, read_write> gd: array<f32>;
-@group(0) @binding(9) var<storage, read> p: array<u32>;
 
 // The gradient at the normaliser's output: dy, or dy silu'(xhat w + b) when fused.
 fn d_at(e: u32, job: u32, xh: f32) -> f32 {
@@ -244,9 +246,24 @@ fn d_at(e: u32, job: u32, xh: f32) -> f32 {
     return dy[e] * s * (1.0 + v * (1.0 - s));
 }
 
+// g = d w, the gradient at xhat, of element e (in-group index ge) of group `job`.
+fn g_at(d: f32, job: u32, ge: u32) -> f32 {
+    if (p[5] != 0u) {
+        return d * w[channel(job, ge)];
+    }
+    return d;
+}
+#endif
+
 // With xhat = (x - mean) rstd and g = d w:
 // dx = rstd (g - mean(g) - xhat mean(g xhat)); gxh = d xhat and gd = d (summed per
 // channel later).
+#if BWD_FUSED
+@group(0) @binding(6) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(7) var<storage, read_write> gxh: array<f32>;
+@group(0) @binding(8) var<storage, read_write> gd: array<f32>;
+@group(0) @binding(9) var<storage, read> p: array<u32>;
+
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -265,10 +282,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (valid) {
         for (var e = lid.x; e < m; e = e + WG) {
             let xh = (x[base + e] - mu) * rs;
-            var g = d_at(base + e, job, xh);
-            if (p[5] != 0u) {
-                g = g * w[channel(job, e)];
-            }
+            let g = g_at(d_at(base + e, job, xh), job, e);
             sg = sg + g;
             sgx = sgx + g * xh;
         }
@@ -278,14 +292,77 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var e = lid.x; e < m; e = e + WG) {
             let xh = (x[base + e] - mu) * rs;
             let d = d_at(base + e, job, xh);
-            var g = d;
-            if (p[5] != 0u) {
-                g = g * w[channel(job, e)];
-            }
+            let g = g_at(d, job, e);
             dx[base + e] = rs * (g - sums.x - xh * sums.y);
             gxh[base + e] = d * xh;
             gd[base + e] = d;
         }
     }
+}
+#elif BWD_PARTIAL
+// Large groups, pass 1: workgroup (group, chunk) writes its chunk's sums of g and g xhat.
+@group(0) @binding(6) var<storage, read_write> part: array<f32>;
+@group(0) @binding(7) var<storage, read> p: array<u32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let unit = wid.x + wid.y * nwg.x;
+    let chunks = p[8];
+    let job = unit / chunks;
+    let valid = job < p[0];
+    let m = group_len();
+    let start = (unit % chunks) * p[7];
+    let end = min(start + p[7], m);
+    let base = job * m;
+    var sg = 0.0;
+    var sgx = 0.0;
+    if (valid) {
+        let mu = mean[job];
+        let rs = rstd[job];
+        for (var e = start + lid.x; e < end; e = e + WG) {
+            let xh = (x[base + e] - mu) * rs;
+            let g = g_at(d_at(base + e, job, xh), job, e);
+            sg = sg + g;
+            sgx = sgx + g * xh;
+        }
+    }
+    let sums = tree_sum2(lid.x, sg, sgx);
+    if (valid && lid.x == 0u) {
+        part[2u * unit] = sums.x;
+        part[2u * unit + 1u] = sums.y;
+    }
+}
+#elif BWD_APPLY
+// Large groups, pass 2: one thread per element adds its group's chunk sums in order
+// (the same order for every element, so all see the same mean) and writes dx, gxh, gd.
+@group(0) @binding(6) var<storage, read> part: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(8) var<storage, read_write> gxh: array<f32>;
+@group(0) @binding(9) var<storage, read_write> gd: array<f32>;
+@group(0) @binding(10) var<storage, read> p: array<u32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    let m = group_len();
+    if (i >= p[0] * m) {
+        return;
+    }
+    let job = i / m;
+    let chunks = p[8];
+    var sg = 0.0;
+    var sgx = 0.0;
+    for (var c = 0u; c < chunks; c = c + 1u) {
+        sg = sg + part[2u * (job * chunks + c)];
+        sgx = sgx + part[2u * (job * chunks + c) + 1u];
+    }
+    let rs = rstd[job];
+    let xh = (x[i] - mean[job]) * rs;
+    let d = d_at(i, job, xh);
+    let g = g_at(d, job, i % m);
+    dx[i] = rs * (g - sg / f32(m) - xh * sgx / f32(m));
+    gxh[i] = d * xh;
+    gd[i] = d;
 }
 #endif

@@ -25,6 +25,7 @@ mod random;
 mod shape;
 mod storage;
 mod tensor;
+mod widen;
 
 pub use autograd::{is_grad_enabled, no_grad, NoGradGuard};
 pub use device::{Device, DEVICE_ENV};

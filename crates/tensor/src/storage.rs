@@ -6,6 +6,7 @@ use crate::backend::{BackendStorage, Operand};
 use crate::cpu::CpuStorage;
 use crate::gpu::GpuStorage;
 use crate::ops::{AdamWStep, AttnShape, BinaryOp, ConvShape, NormShape, ReduceOp, UnaryOp};
+use crate::widen::{half, narrow, Wide};
 use crate::{DType, Device, Error, Layout, Result};
 
 /// A tensor's elements on one device.
@@ -20,6 +21,23 @@ impl Storage {
         match self {
             Storage::Cpu(_) => Device::Cpu,
             Storage::Gpu(s) => Device::Gpu(s.device.clone()),
+        }
+    }
+
+    /// Elements stored.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Storage::Cpu(s) => s.len(),
+            Storage::Gpu(s) => s.len,
+        }
+    }
+
+    /// Half-precision dtype of an elementwise operand the CPU widens (the GPU's
+    /// elementwise kernels widen f16 themselves).
+    fn cpu_half(&self) -> Option<DType> {
+        match self {
+            Storage::Cpu(_) => half(self),
+            Storage::Gpu(_) => None,
         }
     }
 }
@@ -102,42 +120,70 @@ impl BackendStorage for Storage {
         }
     }
     fn unary(&self, l: &Layout, op: UnaryOp, derivative: bool) -> Result<Self> {
+        if let Some(h) = self.cpu_half() {
+            let x = Wide::new((self, l))?;
+            return narrow(x.storage().unary(x.layout(), op, derivative)?, h);
+        }
         match self {
             Storage::Cpu(s) => s.unary(l, op, derivative).map(Storage::Cpu),
             Storage::Gpu(s) => s.unary(l, op, derivative).map(Storage::Gpu),
         }
     }
     fn affine(&self, l: &Layout, mul: f64, add: f64) -> Result<Self> {
+        if let Some(h) = self.cpu_half() {
+            let x = Wide::new((self, l))?;
+            return narrow(x.storage().affine(x.layout(), mul, add)?, h);
+        }
         match self {
             Storage::Cpu(s) => s.affine(l, mul, add).map(Storage::Cpu),
             Storage::Gpu(s) => s.affine(l, mul, add).map(Storage::Gpu),
         }
     }
     fn powf(&self, l: &Layout, e: f64) -> Result<Self> {
+        if let Some(h) = self.cpu_half() {
+            let x = Wide::new((self, l))?;
+            return narrow(x.storage().powf(x.layout(), e)?, h);
+        }
         match self {
             Storage::Cpu(s) => s.powf(l, e).map(Storage::Cpu),
             Storage::Gpu(s) => s.powf(l, e).map(Storage::Gpu),
         }
     }
     fn binary(&self, l: &Layout, rhs: Operand<Self>, op: BinaryOp) -> Result<Self> {
+        if let Some(h) = self.cpu_half() {
+            let (x, y) = (Wide::new((self, l))?, Wide::new(rhs)?);
+            return narrow(x.storage().binary(x.layout(), y.op(), op)?, h);
+        }
         match self {
             Storage::Cpu(s) => s.binary(l, cpu(rhs)?, op).map(Storage::Cpu),
             Storage::Gpu(s) => s.binary(l, gpu(rhs)?, op).map(Storage::Gpu),
         }
     }
     fn where_cond(&self, l: &Layout, t: Operand<Self>, f: Operand<Self>) -> Result<Self> {
+        if let Some(h) = t.0.cpu_half() {
+            let (t, f) = (Wide::new(t)?, Wide::new(f)?);
+            return narrow(self.where_cond(l, t.op(), f.op())?, h);
+        }
         match self {
             Storage::Cpu(s) => s.where_cond(l, cpu(t)?, cpu(f)?).map(Storage::Cpu),
             Storage::Gpu(s) => s.where_cond(l, gpu(t)?, gpu(f)?).map(Storage::Gpu),
         }
     }
     fn reduce(&self, l: &Layout, op: ReduceOp, dims: &[usize]) -> Result<Self> {
+        if let Some(h) = half(self) {
+            let x = Wide::new((self, l))?;
+            return narrow(x.storage().reduce(x.layout(), op, dims)?, h);
+        }
         match self {
             Storage::Cpu(s) => s.reduce(l, op, dims).map(Storage::Cpu),
             Storage::Gpu(s) => s.reduce(l, op, dims).map(Storage::Gpu),
         }
     }
     fn matmul(&self, l: &Layout, rhs: Operand<Self>) -> Result<Self> {
+        if let Some(h) = half(self) {
+            let (a, b) = (Wide::new((self, l))?, Wide::new(rhs)?);
+            return narrow(a.storage().matmul(a.layout(), b.op())?, h);
+        }
         match self {
             Storage::Cpu(s) => s.matmul(l, cpu(rhs)?).map(Storage::Cpu),
             Storage::Gpu(s) => s.matmul(l, gpu(rhs)?).map(Storage::Gpu),
@@ -150,12 +196,25 @@ impl BackendStorage for Storage {
         bias: Option<Operand<Self>>,
         sh: &ConvShape,
     ) -> Result<Self> {
+        if let Some(h) = half(self) {
+            let (x, w, b) = (Wide::new((self, l))?, Wide::new(w)?, Wide::opt(bias)?);
+            let b = b.as_ref().map(Wide::op);
+            return narrow(x.storage().conv2d(x.layout(), w.op(), b, sh)?, h);
+        }
         match self {
             Storage::Cpu(s) => s.conv2d(l, cpu(w)?, cpu_opt(bias)?, sh).map(Storage::Cpu),
             Storage::Gpu(s) => s.conv2d(l, gpu(w)?, gpu_opt(bias)?, sh).map(Storage::Gpu),
         }
     }
     fn conv2d_backward_input(&self, l: &Layout, w: Operand<Self>, sh: &ConvShape) -> Result<Self> {
+        if let Some(h) = half(self) {
+            let (dy, w) = (Wide::new((self, l))?, Wide::new(w)?);
+            return narrow(
+                dy.storage()
+                    .conv2d_backward_input(dy.layout(), w.op(), sh)?,
+                h,
+            );
+        }
         match self {
             Storage::Cpu(s) => s.conv2d_backward_input(l, cpu(w)?, sh).map(Storage::Cpu),
             Storage::Gpu(s) => s.conv2d_backward_input(l, gpu(w)?, sh).map(Storage::Gpu),
@@ -167,6 +226,14 @@ impl BackendStorage for Storage {
         dy: Operand<Self>,
         sh: &ConvShape,
     ) -> Result<Self> {
+        if let Some(h) = half(self) {
+            let (x, dy) = (Wide::new((self, l))?, Wide::new(dy)?);
+            return narrow(
+                x.storage()
+                    .conv2d_backward_weight(x.layout(), dy.op(), sh)?,
+                h,
+            );
+        }
         match self {
             Storage::Cpu(s) => s.conv2d_backward_weight(l, cpu(dy)?, sh).map(Storage::Cpu),
             Storage::Gpu(s) => s.conv2d_backward_weight(l, gpu(dy)?, sh).map(Storage::Gpu),
@@ -179,6 +246,17 @@ impl BackendStorage for Storage {
         b: Option<Operand<Self>>,
         sh: &NormShape,
     ) -> Result<(Self, Self, Self)> {
+        if let Some(h) = half(self) {
+            // The statistics stay f32: only the backward reads them.
+            let (x, w, b) = (Wide::new((self, l))?, Wide::opt(w)?, Wide::opt(b)?);
+            let (y, mean, rstd) = x.storage().norm(
+                x.layout(),
+                w.as_ref().map(Wide::op),
+                b.as_ref().map(Wide::op),
+                sh,
+            )?;
+            return Ok((narrow(y, h)?, mean, rstd));
+        }
         match self {
             Storage::Cpu(s) => three(s.norm(l, cpu_opt(w)?, cpu_opt(b)?, sh), Storage::Cpu),
             Storage::Gpu(s) => three(s.norm(l, gpu_opt(w)?, gpu_opt(b)?, sh), Storage::Gpu),
@@ -193,6 +271,19 @@ impl BackendStorage for Storage {
         stats: (&Self, &Self),
         sh: &NormShape,
     ) -> Result<(Self, Self, Self)> {
+        if let Some(h) = half(self) {
+            let (x, dy) = (Wide::new((self, l))?, Wide::new(dy)?);
+            let (w, b) = (Wide::opt(w)?, Wide::opt(b)?);
+            let (dx, dw, db) = x.storage().norm_backward(
+                x.layout(),
+                dy.op(),
+                w.as_ref().map(Wide::op),
+                b.as_ref().map(Wide::op),
+                stats,
+                sh,
+            )?;
+            return Ok((narrow(dx, h)?, narrow(dw, h)?, narrow(db, h)?));
+        }
         match self {
             Storage::Cpu(s) => {
                 let stats = (cpu_ref(stats.0)?, cpu_ref(stats.1)?);
@@ -211,6 +302,10 @@ impl BackendStorage for Storage {
         }
     }
     fn softmax_last(&self, l: &Layout) -> Result<Self> {
+        if let Some(h) = half(self) {
+            let x = Wide::new((self, l))?;
+            return narrow(x.storage().softmax_last(x.layout())?, h);
+        }
         match self {
             Storage::Cpu(s) => s.softmax_last(l).map(Storage::Cpu),
             Storage::Gpu(s) => s.softmax_last(l).map(Storage::Gpu),
@@ -224,6 +319,19 @@ impl BackendStorage for Storage {
         mask: Option<Operand<Self>>,
         sh: &AttnShape,
     ) -> Result<(Self, Self)> {
+        if let Some(h) = half(self) {
+            // The log-sum-exp stays f32: only the backward reads it.
+            let (q, k, v) = (Wide::new((self, q))?, Wide::new(k)?, Wide::new(v)?);
+            let mask = Wide::opt(mask)?;
+            let (o, lse) = q.storage().attention(
+                q.layout(),
+                k.op(),
+                v.op(),
+                mask.as_ref().map(Wide::op),
+                sh,
+            )?;
+            return Ok((narrow(o, h)?, lse));
+        }
         match self {
             Storage::Cpu(s) => {
                 let (o, lse) = s.attention(q, cpu(k)?, cpu(v)?, cpu_opt(mask)?, sh)?;
@@ -246,6 +354,21 @@ impl BackendStorage for Storage {
         dout: Operand<Self>,
         sh: &AttnShape,
     ) -> Result<(Self, Self, Self)> {
+        if let Some(h) = half(self) {
+            let (q, k, v) = (Wide::new((self, q))?, Wide::new(k)?, Wide::new(v)?);
+            let (mask, out, dout) = (Wide::opt(mask)?, Wide::new(out)?, Wide::new(dout)?);
+            let (dq, dk, dv) = q.storage().attention_backward(
+                q.layout(),
+                k.op(),
+                v.op(),
+                mask.as_ref().map(Wide::op),
+                out.op(),
+                lse,
+                dout.op(),
+                sh,
+            )?;
+            return Ok((narrow(dq, h)?, narrow(dk, h)?, narrow(dv, h)?));
+        }
         match self {
             Storage::Cpu(s) => three(
                 s.attention_backward(
@@ -276,18 +399,28 @@ impl BackendStorage for Storage {
         }
     }
     fn embedding(&self, l: &Layout, w: Operand<Self>) -> Result<Self> {
+        if let Some(h) = half(w.0) {
+            return narrow(self.embedding(l, Wide::new(w)?.op())?, h);
+        }
         match self {
             Storage::Cpu(s) => s.embedding(l, cpu(w)?).map(Storage::Cpu),
             Storage::Gpu(s) => s.embedding(l, gpu(w)?).map(Storage::Gpu),
         }
     }
     fn embedding_backward(&self, l: &Layout, dy: Operand<Self>, vocab: usize) -> Result<Self> {
+        if let Some(h) = half(dy.0) {
+            return narrow(self.embedding_backward(l, Wide::new(dy)?.op(), vocab)?, h);
+        }
         match self {
             Storage::Cpu(s) => s.embedding_backward(l, cpu(dy)?, vocab).map(Storage::Cpu),
             Storage::Gpu(s) => s.embedding_backward(l, gpu(dy)?, vocab).map(Storage::Gpu),
         }
     }
     fn upsample_nearest2d(&self, l: &Layout, factor: usize) -> Result<Self> {
+        if let Some(h) = half(self) {
+            let x = Wide::new((self, l))?;
+            return narrow(x.storage().upsample_nearest2d(x.layout(), factor)?, h);
+        }
         match self {
             Storage::Cpu(s) => s.upsample_nearest2d(l, factor).map(Storage::Cpu),
             Storage::Gpu(s) => s.upsample_nearest2d(l, factor).map(Storage::Gpu),

@@ -128,7 +128,7 @@ proptest! {
 }
 
 /// f16 storage on an adapter with SHADER_F16: moves, casts both ways and strided copies
-/// give the CPU's bits; computing in f16 is refused with a hint to cast.
+/// give the CPU's bits (computing on f16 is `half.rs`'s).
 #[test]
 fn half_precision_storage() {
     let dev = gpu();
@@ -170,6 +170,4 @@ fn half_precision_storage() {
         bits(&Tensor::full(1.5, [5], DType::F16, &dev).unwrap()),
         vec![half::f16::from_f32(1.5).to_bits(); 5]
     );
-    let err = g16.exp().unwrap_err().to_string();
-    assert!(err.contains("exp") && err.contains("to_dtype"), "{err}");
 }

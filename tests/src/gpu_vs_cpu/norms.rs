@@ -96,8 +96,9 @@ proptest! {
     }
 }
 
-/// Groups longer than the fused kernel's limit take the split path (chunk statistics,
-/// merged in order, then a normalising pass).
+/// Groups longer than the fused kernel's limit take the split paths, forward (chunk
+/// statistics, merged in order, then a normalising pass) and backward (chunk sums of
+/// g and g xhat, then one thread per element).
 #[test]
 fn large_groups_split_across_workgroups() {
     let dev = gpu();

@@ -21,7 +21,7 @@ impl BackendStorage for GpuStorage {
     }
 
     fn copy_strided(&self, l: &Layout) -> Result<Self> {
-        elementwise::map(self, l, self.dtype, "x", &[], "copy")
+        elementwise::map(self, l, self.dtype, "x", "copy")
     }
 
     fn copy_into(&mut self, dst: &Layout, src: Operand<Self>) -> Result<()> {
@@ -41,20 +41,17 @@ impl BackendStorage for GpuStorage {
             DType::F16 => "f16(x)",
             other => return Err(Error::unsupported_dtype("to_dtype", other)),
         };
-        elementwise::map(self, l, dtype, expr, &[], "to_dtype")
+        elementwise::map(self, l, dtype, expr, "to_dtype")
     }
 
     fn unary(&self, l: &Layout, op: UnaryOp, derivative: bool) -> Result<Self> {
-        f32_only(op.name(), self)?;
-        elementwise::map(self, l, DType::F32, op.wgsl(derivative), &[], op.name())
+        elementwise::compute(self, l, op.wgsl(derivative), &[], op.name())
     }
 
     fn affine(&self, l: &Layout, mul: f64, add: f64) -> Result<Self> {
-        f32_only("affine", self)?;
-        elementwise::map(
+        elementwise::compute(
             self,
             l,
-            DType::F32,
             "x * scalar(0u) + scalar(1u)",
             &[mul as f32, add as f32],
             "affine",
@@ -62,24 +59,15 @@ impl BackendStorage for GpuStorage {
     }
 
     fn powf(&self, l: &Layout, e: f64) -> Result<Self> {
-        f32_only("powf", self)?;
-        elementwise::map(
-            self,
-            l,
-            DType::F32,
-            "powf_(x, scalar(0u))",
-            &[e as f32],
-            "powf",
-        )
+        elementwise::compute(self, l, "powf_(x, scalar(0u))", &[e as f32], "powf")
     }
 
     fn binary(&self, l: &Layout, rhs: Operand<Self>, op: BinaryOp) -> Result<Self> {
-        f32_only(op.name(), self)?;
         elementwise::zip(self, l, rhs.0, rhs.1, op.wgsl(), op.name())
     }
 
     fn where_cond(&self, l: &Layout, t: Operand<Self>, f: Operand<Self>) -> Result<Self> {
-        f32_only("where_cond", t.0)?;
+        elementwise::float_only("where_cond", t.0)?;
         elementwise::select(self, l, t.0, t.1, f.0, f.1)
     }
 

@@ -37,23 +37,31 @@ pub(crate) fn strided_params<const N: usize>(
     Ok(p)
 }
 
-/// The elementwise kernel variant `flag` with element types and an expression.
+/// The elementwise kernel variant `flag` with element types and an expression; `widen`
+/// computes `expr` in f32 on f16 storage (read widened, written rounded).
 fn kernel(
     x: &GpuStorage,
     flag: &str,
     operands: u32,
-    x_t: &str,
-    y_t: &str,
+    (x_t, y_t): (&str, &str),
     expr: &str,
+    widen: bool,
 ) -> Result<std::sync::Arc<super::runtime::Kernel>> {
     let ctx = &x.device.0;
-    let key = format!("elementwise/{flag}/{x_t}/{y_t}/{expr}");
+    let key = format!("elementwise/{flag}/{x_t}/{y_t}/{expr}/{widen}");
     ctx.runtime.kernel(ctx, &key, "main", || {
         let flags: &[&str] = if flag.is_empty() { &[] } else { &[flag] };
+        let (load, store) = if widen { ("f32", y_t) } else { ("", "") };
         let src = specialise(
             files::ELEMENTWISE,
             flags,
-            &[("X", x_t), ("Y", y_t), ("EXPR", expr)],
+            &[
+                ("X", x_t),
+                ("Y", y_t),
+                ("EXPR", expr),
+                ("LOAD", load),
+                ("STORE", store),
+            ],
         );
         // Half-precision storage needs the f16 extension (the device has SHADER_F16).
         let enable = if x_t == "f16" || y_t == "f16" {
@@ -65,24 +73,56 @@ fn kernel(
     })
 }
 
-/// y = expr(x) over a strided x, output contiguous of `out` dtype; `expr` may use the
-/// scalars s0, s1 (`scalar(0)`, `scalar(1)`).
+/// y = expr(x) over a strided x, output contiguous of `out` dtype: copies and casts,
+/// `expr` on the stored type.
 pub(crate) fn map(
     x: &GpuStorage,
     l: &Layout,
     out: DType,
     expr: &str,
+    op: &'static str,
+) -> Result<GpuStorage> {
+    map_with(x, l, out, expr, &[], false, op)
+}
+
+/// y = expr(x) computed in f32 for f32 or f16 storage (the output has x's dtype);
+/// `expr` may use the scalars (`scalar(0u)`, `scalar(1u)`).
+pub(crate) fn compute(
+    x: &GpuStorage,
+    l: &Layout,
+    expr: &str,
     scalars: &[f32],
     op: &'static str,
 ) -> Result<GpuStorage> {
-    let (x_t, y_t) = (
+    float_only(op, x)?;
+    map_with(x, l, x.dtype, expr, scalars, x.dtype == DType::F16, op)
+}
+
+/// Float ops take f32 or f16 (on devices with SHADER_F16) storage.
+pub(crate) fn float_only(op: &'static str, s: &GpuStorage) -> Result<()> {
+    match s.dtype {
+        DType::F32 | DType::F16 => Ok(()),
+        other => Err(Error::unsupported_dtype(op, other)),
+    }
+}
+
+fn map_with(
+    x: &GpuStorage,
+    l: &Layout,
+    out: DType,
+    expr: &str,
+    scalars: &[f32],
+    widen: bool,
+    op: &'static str,
+) -> Result<GpuStorage> {
+    let types = (
         wgsl_type(op, x.dtype, &x.device)?,
         wgsl_type(op, out, &x.device)?,
     );
     let n = l.elem_count();
     let y = GpuStorage::alloc(&x.device, n, out, op)?;
     if n > 0 {
-        let k = kernel(x, "", 1, x_t, y_t, expr)?;
+        let k = kernel(x, "", 1, types, expr, widen)?;
         let p = strided_params(op, [l], scalars)?;
         let ctx = &x.device.0;
         ctx.runtime
@@ -100,11 +140,12 @@ pub(crate) fn zip(
     expr: &str,
     op: &'static str,
 ) -> Result<GpuStorage> {
+    float_only(op, a)?;
     let t = wgsl_type(op, a.dtype, &a.device)?;
     let n = la.elem_count();
     let y = GpuStorage::alloc(&a.device, n, a.dtype, op)?;
     if n > 0 {
-        let k = kernel(a, "BINARY", 2, t, t, expr)?;
+        let k = kernel(a, "BINARY", 2, (t, t), expr, a.dtype == DType::F16)?;
         let p = strided_params(op, [la, lb], &[])?;
         let ctx = &a.device.0;
         ctx.runtime
@@ -129,7 +170,7 @@ pub(crate) fn select(
     let n = lc.elem_count();
     let y = GpuStorage::alloc(&t.device, n, t.dtype, "where_cond")?;
     if n > 0 {
-        let k = kernel(c, "SELECT", 3, c_t, y_t, "")?;
+        let k = kernel(c, "SELECT", 3, (c_t, y_t), "", false)?;
         let p = strided_params("where_cond", [lc, lt, lf], &[])?;
         let ctx = &t.device.0;
         ctx.runtime.dispatch(
@@ -148,7 +189,7 @@ pub(crate) fn scatter(dst: &GpuStorage, ld: &Layout, src: &GpuStorage, ls: &Layo
     let t = wgsl_type("copy_into", dst.dtype, &dst.device)?;
     let n = ld.elem_count();
     if n > 0 {
-        let k = kernel(src, "SCATTER", 2, t, t, "")?;
+        let k = kernel(src, "SCATTER", 2, (t, t), "", false)?;
         let p = strided_params("copy_into", [ld, ls], &[])?;
         let ctx = &dst.device.0;
         ctx.runtime

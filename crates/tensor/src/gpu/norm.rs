@@ -30,11 +30,11 @@ fn params(s: &NormShape, has_w: bool, has_b: bool) -> Vec<u32> {
     ]
 }
 
-fn kernel(x: &GpuStorage, flag: &str) -> Result<std::sync::Arc<super::runtime::Kernel>> {
+fn kernel(x: &GpuStorage, flags: &[&str]) -> Result<std::sync::Arc<super::runtime::Kernel>> {
     let ctx = &x.device.0;
     ctx.runtime
-        .kernel(ctx, &format!("norm/{flag}"), "main", || {
-            specialise(files::NORM, &[flag], &[])
+        .kernel(ctx, &format!("norm/{}", flags.join("+")), "main", || {
+            specialise(files::NORM, flags, &[])
         })
 }
 
@@ -60,14 +60,14 @@ pub(crate) fn norm(
     let (wb, bb) = (w.unwrap_or(&x), b.unwrap_or(&x));
     let ctx = &dev.0;
     if m <= SPLIT {
-        let k = kernel(&x, "FUSED")?;
+        let k = kernel(&x, &["FUSED"])?;
         let bufs = [&*x.buf, &wb.buf, &bb.buf, &y.buf, &mean.buf, &rstd.buf];
         ctx.runtime
             .dispatch(ctx, &k, &bufs, &p, grid(ctx, jobs * WG as usize, WG))?;
     } else {
         let chunks = p[8] as usize;
         let part = GpuStorage::alloc(dev, 2 * jobs * chunks, DType::F32, "norm")?;
-        let k = kernel(&x, "PARTIAL")?;
+        let k = kernel(&x, &["PARTIAL"])?;
         ctx.runtime.dispatch(
             ctx,
             &k,
@@ -75,7 +75,7 @@ pub(crate) fn norm(
             &p,
             grid(ctx, jobs * chunks * WG as usize, WG),
         )?;
-        let k = kernel(&x, "COMBINE")?;
+        let k = kernel(&x, &["COMBINE"])?;
         ctx.runtime.dispatch(
             ctx,
             &k,
@@ -83,7 +83,7 @@ pub(crate) fn norm(
             &p,
             grid(ctx, jobs, WG),
         )?;
-        let k = kernel(&x, "APPLY")?;
+        let k = kernel(&x, &["APPLY"])?;
         let bufs = [&*x.buf, &wb.buf, &bb.buf, &mean.buf, &rstd.buf, &y.buf];
         ctx.runtime
             .dispatch(ctx, &k, &bufs, &p, grid(ctx, jobs * m, WG))?;
@@ -91,7 +91,8 @@ pub(crate) fn norm(
     Ok((y, mean, rstd))
 }
 
-/// (dx, dw, db): dx per group in one workgroup; dw and db as sums of d * xhat and d
+/// (dx, dw, db): dx per group in one workgroup (split into chunks over many for groups
+/// longer than `SPLIT`); dw and db as sums of d * xhat and d
 /// (d: the gradient at the normaliser's output) over rows and the inner axis, by the
 /// tree reduction.
 pub(crate) fn norm_backward(
@@ -112,13 +113,27 @@ pub(crate) fn norm_backward(
     if jobs > 0 && m > 0 {
         let p = params(s, w.is_some(), b.is_some());
         let (wb, bb) = (w.unwrap_or(&x), b.unwrap_or(&x));
-        let k = kernel(&x, "BACKWARD")?;
-        let bufs = [
-            &*x.buf, &g.buf, &wb.buf, &bb.buf, &mean.buf, &rstd.buf, &dx.buf, &gxh.buf, &gd.buf,
-        ];
+        let shared = [&*x.buf, &g.buf, &wb.buf, &bb.buf, &mean.buf, &rstd.buf];
         let ctx = &dev.0;
-        ctx.runtime
-            .dispatch(ctx, &k, &bufs, &p, grid(ctx, jobs * WG as usize, WG))?;
+        if m <= SPLIT {
+            let k = kernel(&x, &["BWD", "BWD_FUSED"])?;
+            let bufs = [&shared[..], &[&dx.buf, &gxh.buf, &gd.buf]].concat();
+            ctx.runtime
+                .dispatch(ctx, &k, &bufs, &p, grid(ctx, jobs * WG as usize, WG))?;
+        } else {
+            // A large group over many workgroups: chunk sums, then one thread per element.
+            let chunks = p[8] as usize;
+            let part = GpuStorage::alloc(dev, 2 * jobs * chunks, DType::F32, "norm_backward")?;
+            let k = kernel(&x, &["BWD", "BWD_PARTIAL"])?;
+            let bufs = [&shared[..], &[&part.buf]].concat();
+            let units = jobs * chunks * WG as usize;
+            ctx.runtime
+                .dispatch(ctx, &k, &bufs, &p, grid(ctx, units, WG))?;
+            let k = kernel(&x, &["BWD", "BWD_APPLY"])?;
+            let bufs = [&shared[..], &[&part.buf, &dx.buf, &gxh.buf, &gd.buf]].concat();
+            ctx.runtime
+                .dispatch(ctx, &k, &bufs, &p, grid(ctx, jobs * m, WG))?;
+        }
     }
     // Channel sums: x is [rows, channels, inner] in memory.
     let per_channel = Layout::contiguous([s.rows, s.channels(), s.inner]);

@@ -112,12 +112,7 @@ impl GpuStorage {
             Ok(Cow::Borrowed(self))
         } else {
             Ok(Cow::Owned(super::elementwise::map(
-                self,
-                l,
-                self.dtype,
-                "x",
-                &[],
-                "copy",
+                self, l, self.dtype, "x", "copy",
             )?))
         }
     }
