@@ -47,34 +47,42 @@ def text_encoder():
     model = CLIPTextModel(config).eval()
     ids, mask = tokenize(["a red circle", "左边是一个红色的圆形"])
     with torch.no_grad():
-        out = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        enc = model(input_ids=ids, attention_mask=mask)
+        out, pooled = enc.last_hidden_state, enc.pooler_output
     # The canonical names carry the `text_model.` prefix (transformers 4 writes it,
     # transformers 5 maps it on load); write them that way whatever this version uses.
     weights = {k if k.startswith("text_model.") else "text_model." + k: v.contiguous()
                for k, v in model.state_dict().items() if "position_ids" not in k}
     save_file(weights, os.path.join(HERE, "text_weights.safetensors"))
-    save_file({"ids": ids.to(torch.int32), "mask": mask.to(torch.int32), "out": out.contiguous()},
+    save_file({"ids": ids.to(torch.int32), "mask": mask.to(torch.int32), "out": out.contiguous(),
+               "pooled": pooled.contiguous()},
               os.path.join(HERE, "text_io.safetensors"))
 
 
-def unet():
+def unet(name="unet", pooled=False):
+    """A tiny U-Net; `pooled` adds the pooled-text MLP (class_embed_type "projection",
+    the pooled vector passed as class_labels), as kuosan's presets build it."""
     torch.manual_seed(1)
+    extra = dict(class_embed_type="projection", projection_class_embeddings_input_dim=24) if pooled else {}
     model = UNet2DConditionModel(
         sample_size=16, in_channels=3, out_channels=3, block_out_channels=(16, 32),
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1,
         norm_num_groups=8, norm_eps=1e-5, cross_attention_dim=24, attention_head_dim=2,
+        **extra,
     ).eval()
     g = torch.Generator().manual_seed(2)
     sample = torch.randn(2, 3, 16, 16, generator=g)
     context = torch.randn(2, MAX_LEN, 24, generator=g)
     t = torch.tensor([10.0, 900.0])
+    io = {"sample": sample, "context": context, "timesteps": t}
+    if pooled:
+        io["pooled"] = torch.randn(2, 24, generator=g)
     with torch.no_grad():
-        out = model(sample, t, encoder_hidden_states=context).sample
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(HERE, "unet_weights.safetensors"))
-    save_file({"sample": sample, "context": context, "timesteps": t, "out": out.contiguous()},
-              os.path.join(HERE, "unet_io.safetensors"))
-    with open(os.path.join(HERE, "unet_config.json"), "w") as f:
+        out = model(sample, t, encoder_hidden_states=context, class_labels=io.get("pooled")).sample
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(HERE, f"{name}_weights.safetensors"))
+    save_file({**io, "out": out.contiguous()}, os.path.join(HERE, f"{name}_io.safetensors"))
+    with open(os.path.join(HERE, f"{name}_config.json"), "w") as f:
         json.dump(dict(model.config), f, indent=2, default=list)
 
 
@@ -115,5 +123,6 @@ def schedulers():
 if __name__ == "__main__":
     text_encoder()
     unet()
+    unet("unet_pooled", pooled=True)
     schedulers()
     print("wrote golden files to", HERE)

@@ -9,6 +9,7 @@ use kuosan_textenc::{TextConfig, TextEncoder, Tokenizer};
 
 pub fn tiny_unet(in_channels: usize) -> UNetConfig {
     UNetConfig {
+        pooled_text_dim: None,
         sample_size: 16,
         in_channels,
         out_channels: in_channels,

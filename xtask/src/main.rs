@@ -74,12 +74,26 @@ struct CpuArgs {
 }
 
 fn main() -> ExitCode {
+    quiet_mesa_device_select();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Mesa's implicit Vulkan device-select layer asks the Wayland compositor which GPU
+/// drives the display, and without one (no XDG_RUNTIME_DIR: servers, containers, CI)
+/// prints "error: XDG_RUNTIME_DIR is invalid" twice while `--device auto` looks for a
+/// GPU. There is no display to pick for, so the layer is switched off (users who set
+/// NODEVICE_SELECT themselves keep their value). Runs first, before any thread exists.
+fn quiet_mesa_device_select() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none()
+        && std::env::var_os("NODEVICE_SELECT").is_none()
+    {
+        std::env::set_var("NODEVICE_SELECT", "1");
     }
 }
 

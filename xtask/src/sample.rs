@@ -32,8 +32,10 @@ pub struct SampleArgs {
     /// Classifier-free guidance scale (1 disables it).
     #[arg(long, default_value_t = 4.0)]
     guidance: f64,
-    /// DDIM's eta: 0 deterministic, 1 as noisy as DDPM.
-    #[arg(long, default_value_t = 0.0)]
+    /// DDIM's eta: 0 deterministic, 1 as noisy as DDPM. The default is 1: fresh noise
+    /// at each step washes out the residual error of small, briefly trained models,
+    /// which deterministic DDIM leaves in the image as speckle (README: sampling).
+    #[arg(long, default_value_t = 1.0)]
     eta: f64,
     /// Images per prompt.
     #[arg(long, default_value_t = 8)]

@@ -38,10 +38,10 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Steps between sample grids (0: none).
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 500)]
     sample_every: u64,
     /// Steps between checkpoints.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 500)]
     checkpoint_every: u64,
 }
 

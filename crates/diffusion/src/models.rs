@@ -64,10 +64,51 @@ impl Models {
         Ok(())
     }
 
-    /// The text context [B, L, D] of `prompts`.
-    pub fn encode(&self, prompts: &[String]) -> kuosan_tensor::Result<Tensor> {
+    /// The text of `prompts`: the context [B, L, D] for cross-attention and the pooled
+    /// embedding [B, D] (the EOS token's state) for a U-Net that adds it to the time
+    /// embedding (None for one that does not).
+    pub fn encode(&self, prompts: &[String]) -> kuosan_tensor::Result<TextCond> {
         let device = self.unet_vars.device();
-        let (ids, mask) = self.tokenizer.encode(prompts).tensors(&device)?;
-        self.text.forward(&ids, &mask)
+        let tokens = self.tokenizer.encode(prompts);
+        let (ids, mask) = tokens.tensors(&device)?;
+        let context = self.text.forward(&ids, &mask)?;
+        let pooled = match self.unet.config.pooled_text_dim {
+            Some(_) => {
+                let d = context.dims()[2];
+                let p = tokens.eos_selector(&device)?.matmul(&context)?;
+                Some(p.reshape([prompts.len(), d])?)
+            }
+            None => None,
+        };
+        Ok(TextCond { context, pooled })
+    }
+
+    /// The U-Net's prediction for `x` at `t` under `text`.
+    pub fn predict(&self, x: &Tensor, t: &[f64], text: &TextCond) -> kuosan_tensor::Result<Tensor> {
+        self.unet
+            .forward_pooled(x, t, &text.context, None, text.pooled.as_ref())
+    }
+}
+
+/// Encoded prompts: what the U-Net is conditioned on.
+#[derive(Clone)]
+pub struct TextCond {
+    /// [B, L, D]
+    pub context: Tensor,
+    /// [B, D]
+    pub pooled: Option<Tensor>,
+}
+
+impl TextCond {
+    /// `self` then `other` along the batch.
+    pub fn cat(&self, other: &TextCond) -> kuosan_tensor::Result<TextCond> {
+        let pooled = match (&self.pooled, &other.pooled) {
+            (Some(a), Some(b)) => Some(Tensor::cat(&[a, b], 0)?),
+            _ => None,
+        };
+        Ok(TextCond {
+            context: Tensor::cat(&[&self.context, &other.context], 0)?,
+            pooled,
+        })
     }
 }

@@ -128,7 +128,10 @@ impl RunDir {
                 "beta_end": cfg.beta_schedule.range().1,
                 "prediction_type": cfg.prediction.as_str(),
                 "variance_type": "fixed_small",
-                "clip_sample": false,
+                // Pixels in [-1, 1]: kuosan's samplers clip x0_hat there, as diffusers'
+                // default for DDPM/DDIM.
+                "clip_sample": true,
+                "clip_sample_range": 1.0,
             }),
         )?;
         write_json(

@@ -78,7 +78,7 @@ pub fn sample(
     let guided = o.guidance != 1.0;
     let ctx = if guided {
         let negative = vec![o.negative.clone().unwrap_or_default(); b];
-        Tensor::cat(&[&models.encode(&negative)?, &models.encode(&prompts)?], 0)?
+        models.encode(&negative)?.cat(&models.encode(&prompts)?)?
     } else {
         models.encode(&prompts)?
     };
@@ -89,15 +89,10 @@ pub fn sample(
     let steps = scheduler.timesteps().to_vec();
     for (i, &t) in steps.iter().enumerate() {
         let eps = if guided {
-            let both = models.unet.forward(
-                &Tensor::cat(&[&x, &x], 0)?,
-                &vec![t as f64; 2 * b],
-                &ctx,
-                None,
-            )?;
+            let both = models.predict(&Tensor::cat(&[&x, &x], 0)?, &vec![t as f64; 2 * b], &ctx)?;
             crate::guidance::guide(&both, o.guidance)?
         } else {
-            models.unet.forward(&x, &vec![t as f64; b], &ctx, None)?
+            models.predict(&x, &vec![t as f64; b], &ctx)?
         };
         x = scheduler.step(&eps, t, &x, &mut rng)?;
         on_step(i + 1, steps.len());

@@ -173,7 +173,7 @@ pub fn train(opts: &TrainOptions, mut on_step: impl FnMut(&Progress)) -> Result<
         let x_t = q_sample(&x0, &steps_t, &noise, &schedule)?;
         let ctx = models.encode(&captions)?;
         let tf: Vec<f64> = steps_t.iter().map(|&s| s as f64).collect();
-        let out = models.unet.forward(&x_t, &tf, &ctx, None)?;
+        let out = models.predict(&x_t, &tf, &ctx)?;
         let loss = diffusion_loss(&out, &x0, &noise, &steps_t, &schedule, &loss_cfg)?;
         loss.backward()?;
         let gnorm = clip_grad_norm(opt.params(), t.grad_clip)?;
@@ -224,10 +224,11 @@ pub fn train(opts: &TrainOptions, mut on_step: impl FnMut(&Progress)) -> Result<
             let so = SampleOptions {
                 prompts: opts.sample_prompts.clone(),
                 negative: None,
+                // DDIM with eta = 1 (ancestral): as `sample`'s default, see there.
                 sampler: SamplerKind::Ddim,
-                steps: 20,
+                steps: 50,
                 guidance: 3.0,
-                eta: 0.0,
+                eta: 1.0,
                 n: 4,
                 seed: 0,
             };

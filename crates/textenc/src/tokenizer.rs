@@ -25,6 +25,18 @@ pub struct Tokens {
 }
 
 impl Tokens {
+    /// [B, 1, L] f32 rows selecting each prompt's EOS token: `select @ hidden` is the
+    /// pooled embedding, transformers' `pooler_output` (the first EOS of each row).
+    pub fn eos_selector(&self, device: &Device) -> Result<Tensor> {
+        let mut sel = vec![0f32; self.batch * self.len];
+        for b in 0..self.batch {
+            let row = &self.ids[b * self.len..(b + 1) * self.len];
+            let eos = row.iter().position(|&t| t == EOS).unwrap_or(self.len - 1);
+            sel[b * self.len + eos] = 1.0;
+        }
+        Tensor::from_vec(sel, [self.batch, 1, self.len], &Device::Cpu)?.to_device(device)
+    }
+
     /// (ids, mask) as [B, L] u32 tensors on `device`.
     pub fn tensors(&self, device: &Device) -> Result<(Tensor, Tensor)> {
         let ids = Tensor::from_slice(&self.ids, [self.batch, self.len], &Device::Cpu)?

@@ -25,6 +25,11 @@ pub struct UNetConfig {
     pub transformer_layers_per_block: usize,
     pub flip_sin_to_cos: bool,
     pub freq_shift: f64,
+    /// The width of a pooled text embedding added to the time embedding (Imagen,
+    /// Saharia et al. 2022, sec. 2.4), through an MLP named `class_embedding`: diffusers'
+    /// `class_embed_type = "projection"` with `projection_class_embeddings_input_dim`,
+    /// the pooled vector passed as `class_labels`. None: no such input.
+    pub pooled_text_dim: Option<usize>,
 }
 
 /// Keys diffusers writes whose value kuosan's U-Net fixes; a config may carry them only
@@ -43,7 +48,6 @@ fn fixed_keys() -> Value {
         "resnet_time_scale_shift": "default",
         "resnet_skip_time_act": false,
         "resnet_out_scale_factor": 1.0,
-        "class_embed_type": null,
         "num_class_embeds": null,
         "time_embedding_type": "positional",
         "num_attention_heads": null,
@@ -52,7 +56,6 @@ fn fixed_keys() -> Value {
         "encoder_hid_dim_type": null,
         "conv_in_kernel": 3,
         "conv_out_kernel": 3,
-        "projection_class_embeddings_input_dim": null,
         "attention_type": "default",
         "dropout": 0.0,
         "timestep_post_act": null,
@@ -106,6 +109,14 @@ impl UNetConfig {
             ),
             ("flip_sin_to_cos", json!(self.flip_sin_to_cos)),
             ("freq_shift", json!(self.freq_shift)),
+            (
+                "class_embed_type",
+                json!(self.pooled_text_dim.map(|_| "projection")),
+            ),
+            (
+                "projection_class_embeddings_input_dim",
+                json!(self.pooled_text_dim),
+            ),
         ] {
             obj.insert(k.to_string(), val);
         }
@@ -135,6 +146,8 @@ impl UNetConfig {
             "transformer_layers_per_block",
             "flip_sin_to_cos",
             "freq_shift",
+            "class_embed_type",
+            "projection_class_embeddings_input_dim",
         ];
         for (k, val) in obj {
             if own.contains(&k.as_str()) || BOOKKEEPING.contains(&k.as_str()) {
@@ -192,7 +205,19 @@ impl UNetConfig {
                 .ok_or_else(|| format!("{origin}: \"attention_head_dim\" must be an integer"))?
                 as usize,
         };
+        let pooled_text_dim = match obj.get("class_embed_type") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s == "projection" => {
+                Some(int("projection_class_embeddings_input_dim")?)
+            }
+            Some(other) => {
+                return Err(format!(
+                    "{origin}: config key \"class_embed_type\" = {other} is not supported (kuosan builds null or \"projection\")"
+                ))
+            }
+        };
         let c = UNetConfig {
+            pooled_text_dim,
             sample_size: int("sample_size")?,
             in_channels: int("in_channels")?,
             out_channels: int("out_channels")?,

@@ -19,6 +19,8 @@ use kuosan_tensor::{Error, Result, Tensor};
 pub struct UNet2DConditionModel {
     pub config: UNetConfig,
     time_embedding: TimestepEmbedding,
+    /// Pooled text [B, D] -> [B, time_embed_dim], added to the time embedding.
+    class_embedding: Option<TimestepEmbedding>,
     conv_in: Conv2d,
     down_blocks: Vec<DownBlock>,
     mid_block: MidBlock,
@@ -36,6 +38,10 @@ impl UNet2DConditionModel {
         let n = ch.len();
         let time_embedding =
             TimestepEmbedding::new(&path.pp("time_embedding"), ch[0], c.time_embed_dim())?;
+        let class_embedding = c
+            .pooled_text_dim
+            .map(|d| TimestepEmbedding::new(&path.pp("class_embedding"), d, c.time_embed_dim()))
+            .transpose()?;
         let conv_in = Conv2d::new(&path.pp("conv_in"), c.in_channels, ch[0], 3, 1, 1)?;
         let mut down_blocks = Vec::with_capacity(n);
         for i in 0..n {
@@ -77,6 +83,7 @@ impl UNet2DConditionModel {
         Ok(UNet2DConditionModel {
             config: c.clone(),
             time_embedding,
+            class_embedding,
             conv_in,
             down_blocks,
             mid_block,
@@ -95,6 +102,19 @@ impl UNet2DConditionModel {
         context: &Tensor,
         context_mask: Option<&Tensor>,
     ) -> Result<Tensor> {
+        self.forward_pooled(sample, timesteps, context, context_mask, None)
+    }
+
+    /// [`forward`](Self::forward) with the pooled text [B, pooled_text_dim] that a model
+    /// configured with `pooled_text_dim` needs (diffusers' `class_labels`).
+    pub fn forward_pooled(
+        &self,
+        sample: &Tensor,
+        timesteps: &[f64],
+        context: &Tensor,
+        context_mask: Option<&Tensor>,
+        pooled: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let c = &self.config;
         let b = sample.dims()[0];
         if timesteps.len() != b {
@@ -110,7 +130,26 @@ impl UNet2DConditionModel {
             c.freq_shift,
             sample.device(),
         )?;
-        let temb = self.time_embedding.forward(&feats)?;
+        let mut temb = self.time_embedding.forward(&feats)?;
+        match (&self.class_embedding, pooled) {
+            (Some(mlp), Some(p)) => temb = temb.add(&mlp.forward(p)?)?,
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(Error::Arg {
+                    op: "unet",
+                    msg: "this U-Net adds pooled text to the time embedding \
+                          (class_embed_type \"projection\"): pass it to forward_pooled"
+                        .into(),
+                })
+            }
+            (None, Some(_)) => {
+                return Err(Error::Arg {
+                    op: "unet",
+                    msg: "pooled text given to a U-Net without class_embed_type \"projection\""
+                        .into(),
+                })
+            }
+        }
         let cond = Cond {
             temb: &temb,
             context,
