@@ -588,6 +588,53 @@ fn single_steps_match_diffusers_formulas() {
     }
 }
 
+/// `use_clipped_model_output`: when x0_hat is clipped, the step uses the eps that the
+/// clipped x0_hat implies, (x_t - sqrt(abar) x0) / sqrt(1 - abar); unclipped elements
+/// are unchanged, and without clipping the option changes nothing.
+#[test]
+fn ddim_recomputes_eps_from_the_clipped_x0() {
+    let shape = [2, 3, 2, 2];
+    let n = 24;
+    // Model outputs large enough that some x0_hat leave [-1, 1].
+    let (xv, ov) = (
+        normals(n, 30),
+        normals(n, 31).iter().map(|v| 3.0 * v).collect::<Vec<_>>(),
+    );
+    let (x, out) = (tensor(&xv, &shape), tensor(&ov, &shape));
+    let sched = cosine();
+    let a = sched.alphas_cumprod().to_vec();
+    let cfg = |clip, recompute| DdimConfig {
+        num_inference_steps: 20,
+        clip_sample: clip,
+        use_clipped_model_output: recompute,
+        ..DdimConfig::default()
+    };
+    let step = |c| {
+        let s = DdimScheduler::new(sched.clone(), c).unwrap();
+        f32s(&s.step_with_noise(&out, 501, &x, None).unwrap().prev_sample)
+    };
+    let (a_t, a_p) = (a[501], a[451]);
+    let want: Vec<f64> = (0..n)
+        .map(|i| {
+            let x0 = ((xv[i] - (1.0 - a_t).sqrt() * ov[i]) / a_t.sqrt()).clamp(-1.0, 1.0);
+            let e = (xv[i] - a_t.sqrt() * x0) / (1.0 - a_t).sqrt();
+            a_p.sqrt() * x0 + (1.0 - a_p).sqrt() * e
+        })
+        .collect();
+    let clipped = (0..n)
+        .filter(|&i| ((xv[i] - (1.0 - a_t).sqrt() * ov[i]) / a_t.sqrt()).abs() > 1.0)
+        .count();
+    assert!(clipped > 0 && clipped < n, "{clipped} of {n} clipped");
+    assert_close(
+        "recomputed eps",
+        &step(cfg(Some(1.0), true)),
+        &want,
+        1e-5,
+        1e-5,
+    );
+    assert_eq!(step(cfg(None, true)), step(cfg(None, false)));
+}
+
 #[test]
 fn ddim_with_eta_one_is_the_ddpm_step() {
     // Without clipping, DDIM's eta = 1 step is DDPM's ancestral step (Song et al. 2021,
@@ -960,6 +1007,7 @@ fn ddim_samples_gaussian_data() {
             set_alpha_to_one: one,
             spacing,
             steps_offset: offset,
+            use_clipped_model_output: false,
         };
         let sched = DdimScheduler::new(s, cfg).unwrap();
         let name = format!("ddim {n} {p:?} eta {eta} {sched_name} {spacing:?} alpha_to_one {one}");

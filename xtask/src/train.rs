@@ -48,12 +48,13 @@ pub struct TrainArgs {
 /// Fixed prompts of the grids: English and Chinese for the data set's captions.
 fn grid_prompts(data: &DataSpec) -> Vec<String> {
     let p: &[&str] = match data {
+        // In the captions' own forms (size and place always named for one object).
         DataSpec::Shapes => &[
-            "a red circle",
-            "a blue square on the left",
-            "a green triangle",
-            "一个黄色的圆形",
-            "左边是一个白色的正方形",
+            "a large red circle in the centre",
+            "a small blue square on the left",
+            "左边是一个大的黄色圆形",
+            "a green triangle left of a white circle",
+            "红色正方形在蓝色圆形的上边",
         ],
         DataSpec::Mnist(_) => &["the digit 3", "a handwritten seven", "数字零", "手写的八"],
         DataSpec::FashionMnist(_) => &["an ankle boot", "a trouser", "一件套头衫", "一只包"],

@@ -13,6 +13,9 @@ use std::time::Instant;
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct GpuReport {
     pub adapter: String,
+    /// SHADER_F16 and subgroup support ("f16: yes, subgroups: 8..8").
+    #[serde(default)]
+    pub capabilities: String,
     pub software: bool,
     pub rows: Vec<GpuRow>,
 }
@@ -35,13 +38,14 @@ pub struct GpuRow {
 impl GpuReport {
     pub fn to_table(&self) -> String {
         let mut out = format!(
-            "adapter: {}{}\n\n{:<18} {:<28} {:>9} {:>8} {:>10} {:>22} {:>7}\n",
+            "adapter: {}{} ({})\n\n{:<18} {:<28} {:>9} {:>8} {:>10} {:>22} {:>7}\n",
             self.adapter,
             if self.software {
                 " (software: relative figures only)"
             } else {
                 ""
             },
+            self.capabilities,
             "kernel",
             "case",
             "ours",
@@ -109,6 +113,7 @@ pub fn run(reps: usize, quick: bool) -> Result<GpuReport, String> {
     let rows = kernels::all(&dev, reps, quick).map_err(|e| e.to_string())?;
     Ok(GpuReport {
         adapter: dev.name().to_string(),
+        capabilities: dev.capabilities(),
         software: dev.is_software(),
         rows,
     })

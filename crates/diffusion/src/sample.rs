@@ -63,6 +63,7 @@ pub fn sample(
                     prediction: cfg.prediction,
                     num_inference_steps: o.steps,
                     eta: o.eta,
+                    use_clipped_model_output: true,
                     ..DdimConfig::default()
                 },
             )

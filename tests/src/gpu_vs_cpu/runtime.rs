@@ -39,6 +39,26 @@ fn round_trips_and_device_errors() {
 
 /// Hundreds of ops with intermediate drops: buffers return to the pool and are reused
 /// across batch submissions without one op's data leaking into another's.
+/// Feature detection: the adapter's SHADER_F16 and subgroup support are reported; a
+/// subgroup range, where there is one, is a range of powers of two.
+#[test]
+fn features_are_detected() {
+    let Device::Gpu(g) = gpu() else {
+        unreachable!("gpu() gives a GPU")
+    };
+    let caps = g.capabilities();
+    assert!(
+        caps.starts_with("f16: ") && caps.contains("subgroups: "),
+        "{caps}"
+    );
+    if let Some((lo, hi)) = g.subgroup_sizes() {
+        assert!(
+            lo.is_power_of_two() && hi.is_power_of_two() && lo <= hi,
+            "{caps}"
+        );
+    }
+}
+
 #[test]
 fn pooled_buffers_are_reused_safely() {
     let dev = gpu();

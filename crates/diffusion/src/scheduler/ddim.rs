@@ -7,9 +7,9 @@
 //! eta = 0 is the deterministic DDIM; eta = 1 is DDPM's ancestral step over the same
 //! timesteps (when x0_hat is not clipped). x0_hat and eps_hat come from the model output (eq. 12's "predicted x0",
 //! or the v relations of Salimans & Ho 2022); when x0_hat is clipped, eps_hat is not
-//! recomputed (diffusers' default `use_clipped_model_output = False`).
+//! recomputed unless `use_clipped_model_output` (diffusers' option, off by default).
 
-use super::{check_clip, check_step_args, clip, step_index, Scheduler, StepOutput};
+use super::{check_clip, check_step_args, clip, step_index, step_noise, Scheduler, StepOutput};
 use super::{inference_timesteps, TimestepSpacing};
 use crate::loss::lincomb;
 use crate::{arg_error, NoiseSchedule, Prediction};
@@ -33,6 +33,13 @@ pub struct DdimConfig {
     pub spacing: TimestepSpacing,
     /// Added to leading timesteps.
     pub steps_offset: usize,
+    /// After clipping x0_hat, recompute eps_hat from it (diffusers'
+    /// `use_clipped_model_output`, default off). Off, a clipped x0_hat and the model's
+    /// eps disagree, and the step's "direction to x_t" carries what clipping removed:
+    /// harmless near the data, but under classifier-free guidance (an extrapolated eps)
+    /// the early steps overshoot and the sample loses the prompt. kuosan's sampler
+    /// turns it on.
+    pub use_clipped_model_output: bool,
 }
 
 impl Default for DdimConfig {
@@ -45,6 +52,7 @@ impl Default for DdimConfig {
             set_alpha_to_one: false,
             spacing: TimestepSpacing::Leading,
             steps_offset: 1,
+            use_clipped_model_output: false,
         }
     }
 }
@@ -133,6 +141,17 @@ impl DdimScheduler {
         let x0 = p.pred_original_sample(model_output, sample, a_t)?;
         let eps = p.pred_epsilon(model_output, sample, a_t)?;
         let x0 = clip(x0, self.config.clip_sample)?;
+        // eps consistent with the clipped x0 (DDIM eq. 9 solved for eps).
+        let eps = if self.config.use_clipped_model_output && self.config.clip_sample.is_some() {
+            lincomb(
+                1.0 / (1.0 - a_t).sqrt(),
+                sample,
+                -(a_t / (1.0 - a_t)).sqrt(),
+                &x0,
+            )?
+        } else {
+            eps
+        };
 
         let sigma = self.sigma(t)?;
         // "direction pointing to x_t" of eq. 12; max(0) guards rounding when eta = 1.
@@ -175,16 +194,7 @@ impl Scheduler for DdimScheduler {
     ) -> Result<Tensor> {
         check_step_args("DdimScheduler::step", model_output, sample, None)?;
         self.alpha_prods(t)?;
-        let noise = if self.is_stochastic() {
-            Some(Tensor::randn(
-                sample.shape().clone(),
-                sample.dtype(),
-                sample.device(),
-                rng,
-            )?)
-        } else {
-            None
-        };
+        let noise = step_noise(self.is_stochastic(), sample, rng)?;
         Ok(self
             .step_with_noise(model_output, t, sample, noise.as_ref())?
             .prev_sample)

@@ -10,7 +10,7 @@
 //! alpha and beta of a step that skips from t to prev (alpha_t and beta_t when every step
 //! is visited). No noise is added at t = 0 (diffusers' `if t > 0`).
 
-use super::{check_clip, check_step_args, clip, step_index, Scheduler, StepOutput};
+use super::{check_clip, check_step_args, clip, step_index, step_noise, Scheduler, StepOutput};
 use super::{inference_timesteps, TimestepSpacing};
 use crate::loss::lincomb;
 use crate::{NoiseSchedule, Prediction};
@@ -156,16 +156,7 @@ impl Scheduler for DdpmScheduler {
         // Check before drawing, so a bad call leaves the stream where it was.
         check_step_args("DdpmScheduler::step", model_output, sample, None)?;
         self.alpha_prods(t)?;
-        let noise = if self.is_stochastic(t) {
-            Some(Tensor::randn(
-                sample.shape().clone(),
-                sample.dtype(),
-                sample.device(),
-                rng,
-            )?)
-        } else {
-            None
-        };
+        let noise = step_noise(self.is_stochastic(t), sample, rng)?;
         Ok(self
             .step_with_noise(model_output, t, sample, noise.as_ref())?
             .prev_sample)

@@ -175,6 +175,17 @@ pub fn p_sample_loop(
     Ok(x)
 }
 
+/// A standard normal like `sample`, drawn from `rng`, when the step adds noise.
+pub(crate) fn step_noise(
+    stochastic: bool,
+    sample: &Tensor,
+    rng: &mut Philox,
+) -> Result<Option<Tensor>> {
+    stochastic
+        .then(|| Tensor::randn(sample.shape().clone(), sample.dtype(), sample.device(), rng))
+        .transpose()
+}
+
 /// The position of `t` in `timesteps`, or an error naming the valid ones.
 pub(crate) fn step_index(op: &'static str, timesteps: &[usize], t: usize) -> Result<usize> {
     timesteps.iter().position(|&s| s == t).ok_or_else(|| {

@@ -66,7 +66,8 @@ impl GpuDevice {
         // Ask for the adapter's own limits (lavapipe allows 32 KiB of workgroup memory
         // where wgpu's defaults stop at 16) and the optional features we can use.
         let limits = adapter.limits();
-        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY;
+        let wanted =
+            wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP;
         let features = adapter.features() & wanted;
         let desc = wgpu::DeviceDescriptor {
             label: Some("kuosan"),
@@ -123,6 +124,28 @@ impl GpuDevice {
     /// Whether shaders may use f16 arithmetic.
     pub fn has_f16(&self) -> bool {
         self.0.features.contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// The subgroup size range (min, max) when the adapter has subgroup operations
+    /// (lavapipe: 8..8, NVIDIA 32..32). Reported only: the kernels reduce through
+    /// workgroup memory, so they are correct at any subgroup size.
+    pub fn subgroup_sizes(&self) -> Option<(u32, u32)> {
+        let info = &self.0.info;
+        self.0
+            .features
+            .contains(wgpu::Features::SUBGROUP)
+            .then_some((info.subgroup_min_size, info.subgroup_max_size))
+    }
+
+    /// What the adapter offers kuosan, for logs and benchmark headers
+    /// ("f16: yes, subgroups: 8..8").
+    pub fn capabilities(&self) -> String {
+        let sub = match self.subgroup_sizes() {
+            Some((lo, hi)) => format!("{lo}..{hi}"),
+            None => "no".into(),
+        };
+        let f16 = if self.has_f16() { "yes" } else { "no" };
+        format!("f16: {f16}, subgroups: {sub}")
     }
 
     /// The largest buffer a single kernel binding may address, in bytes.
