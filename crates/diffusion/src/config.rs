@@ -93,7 +93,8 @@ impl ModelConfig {
             },
             // Sized for ~10 minutes on 2 CPU cores (README: what was tried): attention at
             // 8x8 only (16x16 attention cost 1.75x the step time), batch 16 (twice the
-            // updates of 32 in the same time), min-SNR-5 weighting (Hang et al. 2023).
+            // updates of 32 in the same time), min-SNR-5 weighting (Hang et al. 2023),
+            // lr 2e-3 (lower loss and a larger right-vs-wrong-caption gap than 1e-3).
             "small" => Preset {
                 ch: vec![32, 64, 64],
                 attn: vec![false, false, true],
@@ -102,7 +103,7 @@ impl ModelConfig {
                 heads: 4,
                 text_dim: 64,
                 text_layers: 2,
-                lr: 1e-3,
+                lr: 2e-3,
                 batch: 16,
                 steps: 1000,
                 ema: 0.995,
