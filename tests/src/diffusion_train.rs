@@ -41,6 +41,8 @@ fn options(out: PathBuf, steps: u64, device: Device, resume: bool) -> TrainOptio
         log_every: 1,
         sample_prompts: vec!["a red circle".into()],
         stop_after: None,
+        eval_every: 0,
+        eval: None,
     }
 }
 
@@ -158,6 +160,7 @@ fn run_folder_loads_and_samples_and_errors_are_clear() {
         eta: 0.0,
         n: 2,
         seed: 1,
+        init: None,
     };
     let images = sample(&models, &cfg, &o, |_, _| {}).unwrap();
     assert_eq!(images.dims(), [4, 3, 16, 16]);
@@ -200,4 +203,197 @@ fn run_folder_loads_and_samples_and_errors_are_clear() {
     assert!(err.contains("learning_rate"), "{err}");
     let _ = std::fs::remove_dir_all(&out);
     let _ = std::fs::remove_dir_all(&empty);
+}
+
+#[test]
+fn img2img_runs_the_last_steps_and_inpainting_keeps_the_unmasked_pixels() {
+    use kuosan_diffusion::data::shapes::ShapesDataset;
+    use kuosan_diffusion::image::{write_png, Image};
+    use kuosan_diffusion::models::Models;
+    use kuosan_diffusion::sample::InitImage;
+    let cfg = ModelConfig::preset("tiny", 3, 16).unwrap();
+    let models = Models::new(&cfg, &Device::Cpu, 0).unwrap();
+    let dir = tmp("edit");
+    std::fs::create_dir_all(&dir).unwrap();
+    let picture = ShapesDataset::new(0, 4, 16).image(1);
+    write_png(dir.join("init.png"), &picture).unwrap();
+    // White (paint) on the left half, black (keep) on the right.
+    let mut mask = Image::new(16, 16, 1, 0);
+    (0..16 * 16)
+        .filter(|p| p % 16 < 8)
+        .for_each(|p| mask.data[p] = 255);
+    write_png(dir.join("mask.png"), &mask).unwrap();
+    let base = SampleOptions {
+        prompts: vec!["a red circle".into()],
+        negative: None,
+        sampler: SamplerKind::Ddim,
+        steps: 10,
+        guidance: 2.0,
+        eta: 1.0,
+        n: 2,
+        seed: 5,
+        init: None,
+    };
+    // img2img at strength 0.5 runs the last 5 of 10 steps.
+    let init = InitImage::from_files(&dir.join("init.png"), None, Some(0.5), 3, 16).unwrap();
+    let mut calls = Vec::new();
+    let o = SampleOptions {
+        init: Some(init),
+        ..base.clone()
+    };
+    let out = sample(&models, &cfg, &o, |i, n| calls.push((i, n))).unwrap();
+    assert_eq!(calls, (1..=5).map(|i| (i, 5)).collect::<Vec<_>>());
+    assert_eq!(out.dims(), [2, 3, 16, 16]);
+    // Inpainting: the kept (right) half is the picture itself, exactly.
+    let init = InitImage::from_files(
+        &dir.join("init.png"),
+        Some(&dir.join("mask.png")),
+        None,
+        3,
+        16,
+    )
+    .unwrap();
+    assert_eq!(init.strength, 1.0);
+    let want = init.image.to_vec::<f32>().unwrap();
+    let o = SampleOptions {
+        init: Some(init),
+        ..base.clone()
+    };
+    let got = sample(&models, &cfg, &o, |_, _| {})
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
+    let mut painted_differs = false;
+    for (k, v) in got.iter().enumerate() {
+        let p = k % (3 * 256);
+        if p % 16 >= 8 {
+            assert_eq!(*v, want[p], "kept pixel {k} changed");
+        } else {
+            painted_differs |= *v != want[p];
+        }
+    }
+    assert!(painted_differs, "the masked half was not painted");
+    // Bad pictures and masks: clear errors that name the file.
+    write_png(dir.join("big.png"), &Image::new(20, 20, 3, 0)).unwrap();
+    let e = InitImage::from_files(&dir.join("big.png"), None, None, 3, 16)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("big.png") && e.contains("20x20") && e.contains("16x16"),
+        "{e}"
+    );
+    write_png(dir.join("black.png"), &Image::new(16, 16, 1, 0)).unwrap();
+    let e = InitImage::from_files(
+        &dir.join("init.png"),
+        Some(&dir.join("black.png")),
+        None,
+        3,
+        16,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("black.png") && e.contains("all black"), "{e}");
+    let e = InitImage::from_files(&dir.join("init.png"), None, Some(0.0), 3, 16)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("strength"), "{e}");
+    std::fs::write(dir.join("junk.png"), b"not a png").unwrap();
+    let e = InitImage::from_files(&dir.join("junk.png"), None, None, 3, 16)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("junk.png"), "{e}");
+    let e = InitImage::from_files(&dir.join("missing.png"), None, None, 3, 16)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("missing.png"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn periodic_eval_is_logged_and_plotted() {
+    use kuosan_diffusion::eval::{EvalOptions, Judge};
+    let out = tmp("evalevery");
+    let mut o = options(out.clone(), 4, Device::Cpu, false);
+    o.eval_every = 2;
+    let eo = EvalOptions {
+        n: 1,
+        steps: 2,
+        ..EvalOptions::default()
+    };
+    o.eval = Some((DataSpec::Shapes, Judge::Shapes, eo));
+    train(&o, |_| {}).unwrap();
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let evals: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("eval").is_some())
+        .collect();
+    assert_eq!(
+        evals
+            .iter()
+            .map(|v| v["step"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [2, 4]
+    );
+    let e = &evals[1]["eval"];
+    assert_eq!(e["n"].as_u64(), Some(18));
+    assert!(
+        e["accuracy"].is_number() && e["attributes"]["color"].is_number(),
+        "{e}"
+    );
+    let (w, h) = kuosan_diffusion::image::png_dimensions(out.join("eval.png")).unwrap();
+    assert!(w > 0 && h > 0);
+    // `plot` redraws both from metrics.jsonl alone.
+    std::fs::remove_file(out.join("loss.png")).unwrap();
+    let written = kuosan_diffusion::plot::plot_run(&out).unwrap();
+    assert_eq!(written, [out.join("loss.png"), out.join("eval.png")]);
+    let e = kuosan_diffusion::plot::plot_run(&out.join("nope"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("metrics.jsonl"), "{e}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn coordinate_channels_and_text_lr_scale_round_trip() {
+    use kuosan_diffusion::models::{coordinate_channels, Models};
+    // x runs -1..1 along a row, y down a column.
+    let c = coordinate_channels(3, 5, &Device::Cpu).unwrap();
+    assert_eq!(c.dims(), [1, 2, 3, 5]);
+    let v = c.to_vec::<f32>().unwrap();
+    assert_eq!(&v[..5], &[-1.0, -0.5, 0.0, 0.5, 1.0]);
+    assert_eq!((v[15], v[20], v[25]), (-1.0, 0.0, 1.0));
+    // A config with them survives JSON, and a model with them samples images of the
+    // image's channels (not the U-Net's 5 input channels).
+    let mut cfg = ModelConfig::preset("tiny", 3, 16).unwrap();
+    cfg.coord_channels = true;
+    cfg.unet.in_channels = 5;
+    cfg.train.text_lr_scale = 3.0;
+    let back = ModelConfig::from_json(&cfg.to_json(), "test").unwrap();
+    assert_eq!(back, cfg);
+    assert_eq!(cfg.image_channels(), 3);
+    let models = Models::new(&cfg, &Device::Cpu, 0).unwrap();
+    let o = SampleOptions {
+        prompts: vec!["a red circle".into()],
+        negative: None,
+        sampler: SamplerKind::Ddim,
+        steps: 2,
+        guidance: 1.0,
+        eta: 0.0,
+        n: 2,
+        seed: 0,
+        init: None,
+    };
+    assert_eq!(
+        sample(&models, &cfg, &o, |_, _| {}).unwrap().dims(),
+        [2, 3, 16, 16]
+    );
+    // in_channels must match the coordinate setting.
+    let mut v = cfg.to_json();
+    v["coord_channels"] = serde_json::json!(false);
+    let e = ModelConfig::from_json(&v, "cfg.json").unwrap_err();
+    assert!(
+        e.contains("in_channels") && e.contains("coord_channels"),
+        "{e}"
+    );
 }

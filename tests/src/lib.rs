@@ -25,6 +25,8 @@ mod diffusion_unet;
 #[cfg(test)]
 mod errors;
 #[cfg(test)]
+mod eval;
+#[cfg(test)]
 mod golden;
 #[cfg(test)]
 mod gpu_vs_cpu;

@@ -264,3 +264,43 @@ fn clipping_ema_and_schedule_arithmetic() {
     assert!((s.at(60) - 1e-3 * (0.1 + 0.9 * 0.5)).abs() < 1e-12);
     assert!((s.at(110) - 1e-4).abs() < 1e-12 && (s.at(500) - 1e-4).abs() < 1e-12);
 }
+
+#[test]
+fn cross_entropy_matches_f64_and_its_gradient() {
+    use kuosan_nn::cross_entropy;
+    // Logits with a large spread (one row would overflow a naive exp in f32).
+    let (b, k) = (5, 7);
+    let mut z = data(b * k, 3, -4.0, 4.0);
+    z[3] = 95.0;
+    let labels = [0usize, 3, 6, 2, 3];
+    let want = |z: &[f64]| {
+        (0..b)
+            .map(|i| {
+                let row = &z[i * k..(i + 1) * k];
+                let m = row.iter().cloned().fold(f64::MIN, f64::max);
+                let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+                lse - row[labels[i]]
+            })
+            .sum::<f64>()
+            / b as f64
+    };
+    let x = t64(&z, &[b, k]).with_grad();
+    let loss = cross_entropy(&x, &labels).unwrap();
+    assert!((values(&loss)[0] - want(&z)).abs() < 1e-12);
+    loss.backward().unwrap();
+    let g = values(&x.grad().unwrap());
+    for i in 0..b * k {
+        let h = 1e-6;
+        let (mut p, mut m) = (z.clone(), z.clone());
+        p[i] += h;
+        m[i] -= h;
+        let fd = (want(&p) - want(&m)) / (2.0 * h);
+        assert!((g[i] - fd).abs() < 1e-7, "d/dz[{i}]: {} vs {fd}", g[i]);
+    }
+    // f32 agrees, and bad labels are clear errors.
+    let l32 = cross_entropy(&t32(&z, &[b, k], Arrange::Contiguous), &labels).unwrap();
+    assert!((values(&l32)[0] - want(&z)).abs() < 1e-5);
+    let e = cross_entropy(&x, &[0, 1, 2, 3, 7]).unwrap_err().to_string();
+    assert!(e.contains("label 7") && e.contains("7 classes"), "{e}");
+    assert!(cross_entropy(&x, &[0]).is_err());
+}

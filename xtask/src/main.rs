@@ -6,13 +6,14 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use kuosan_benches::cpu;
 
+mod eval;
 mod sample;
 mod train;
 
 #[derive(Parser)]
 #[command(
     name = "xtask",
-    about = "kuosan: train a text-to-image diffusion model, sample from it, benchmark kernels"
+    about = "kuosan: train a text-to-image diffusion model, sample from it, measure it, benchmark kernels"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -25,6 +26,14 @@ enum Cmd {
     Train(train::TrainArgs),
     /// Sample a grid of images from a trained run, one row per prompt.
     Sample(sample::SampleArgs),
+    /// Measure a trained run: sample its data set's eval prompts and judge the pictures.
+    Eval(eval::EvalArgs),
+    /// Draw a run's loss (and eval) curves from its metrics.jsonl to PNG.
+    Plot {
+        /// The run folder.
+        #[arg(long)]
+        run: PathBuf,
+    },
     /// Run microbenchmarks and print a table.
     Bench {
         #[command(subcommand)]
@@ -113,6 +122,13 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Cmd::Train(a) => train::run(a),
         Cmd::Sample(a) => sample::run(a),
+        Cmd::Eval(a) => eval::run(a),
+        Cmd::Plot { run } => {
+            for p in kuosan_diffusion::plot::plot_run(&run).map_err(|e| e.to_string())? {
+                println!("wrote {}", p.display());
+            }
+            Ok(())
+        }
         Cmd::Bench {
             target: BenchTarget::Gpu { json, common },
         } => {

@@ -5,6 +5,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use kuosan_diffusion::config::ModelConfig;
 use kuosan_diffusion::data::{DataOptions, DataSpec};
+use kuosan_diffusion::eval::{EvalOptions, Judge};
 use kuosan_diffusion::train::{train, TrainOptions};
 use kuosan_tensor::Device;
 use std::path::PathBuf;
@@ -43,6 +44,13 @@ pub struct TrainArgs {
     /// Steps between checkpoints.
     #[arg(long, default_value_t = 500)]
     checkpoint_every: u64,
+    /// Steps between evaluations of the EMA weights, logged in metrics.jsonl and drawn
+    /// in eval.png (0: none; shapes, mnist and fashion-mnist only).
+    #[arg(long, default_value_t = 0)]
+    eval_every: u64,
+    /// Pictures per prompt in each periodic eval.
+    #[arg(long, default_value_t = 8)]
+    eval_n: usize,
 }
 
 /// Fixed prompts of the grids: English and Chinese for the data set's captions.
@@ -108,7 +116,19 @@ pub fn run(a: TrainArgs) -> Result<(), String> {
         log_every: 10,
         sample_prompts: grid_prompts(&spec),
         stop_after: None,
+        eval_every: a.eval_every,
+        eval: None,
     };
+    let mut opts = opts;
+    if a.eval_every > 0 {
+        let judge = Judge::for_data(&spec, &opts.device, |l| eprintln!("{l}"))
+            .map_err(|e| e.to_string())?;
+        let eo = EvalOptions {
+            n: a.eval_n.max(1),
+            ..EvalOptions::default()
+        };
+        opts.eval = Some((spec.clone(), judge, eo));
+    }
     let bar = ProgressBar::new(opts.config.train.steps);
     bar.set_style(
         ProgressStyle::with_template(
@@ -132,6 +152,7 @@ pub fn run(a: TrainArgs) -> Result<(), String> {
     if let Some(g) = report.last_grid {
         println!("samples: {}", g.display());
     }
+    println!("curves: {}", a.out.join("loss.png").display());
     println!(
         "run folder: {} (sample with: cargo xtask sample --run {} --prompt \"...\")",
         a.out.display(),

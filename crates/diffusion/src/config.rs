@@ -22,6 +22,9 @@ pub struct TrainConfig {
     pub min_snr_gamma: Option<f64>,
     pub grad_clip: f64,
     pub weight_decay: f64,
+    /// The text encoder learns at this multiple of `lr` (it starts from nothing and
+    /// must learn to read before the U-Net can follow a prompt).
+    pub text_lr_scale: f64,
 }
 
 /// Everything that defines a model and how it trains.
@@ -32,6 +35,12 @@ pub struct ModelConfig {
     pub beta_schedule: BetaSchedule,
     pub num_train_timesteps: usize,
     pub prediction: Prediction,
+    /// Two fixed channels, x and y in [-1, 1], join the noisy image at the U-Net's input
+    /// (CoordConv, Liu et al. 2018), so "on the left" has a place to attach to: a conv
+    /// net knows where it is only through its zero padding, which the small models learn
+    /// slowly (README: what was tried). The U-Net then has in_channels = image channels
+    /// + 2 and out_channels = image channels, as diffusers' inpainting U-Nets differ.
+    pub coord_channels: bool,
     pub train: TrainConfig,
 }
 
@@ -50,6 +59,7 @@ struct Preset {
     ema: f64,
     schedule: BetaSchedule,
     min_snr: Option<f64>,
+    coords: bool,
 }
 
 fn blocks(attn: &[bool]) -> (Vec<String>, Vec<String>) {
@@ -90,6 +100,7 @@ impl ModelConfig {
                 ema: 0.99,
                 schedule: BetaSchedule::cosine(),
                 min_snr: None,
+                coords: false,
             },
             // Sized for ~10 minutes on 2 CPU cores (README: what was tried): attention at
             // 8x8 only (16x16 attention cost 1.75x the step time), batch 16 (twice the
@@ -109,6 +120,7 @@ impl ModelConfig {
                 ema: 0.995,
                 schedule: BetaSchedule::cosine(),
                 min_snr: Some(5.0),
+                coords: false,
             },
             // Ho et al. 2020's CIFAR-10 model: 128 channels x (1, 2, 2, 2), 2 resnets per
             // level, attention at 16x16, the linear schedule.
@@ -126,6 +138,7 @@ impl ModelConfig {
                 ema: 0.9999,
                 schedule: BetaSchedule::linear(),
                 min_snr: None,
+                coords: false,
             },
             other => {
                 return Err(format!(
@@ -147,12 +160,13 @@ impl ModelConfig {
             ema,
             schedule,
             min_snr,
+            coords,
         } = p;
         let (down, up) = blocks(&attn);
         let max_len = 64;
         let unet = UNetConfig {
             sample_size: size,
-            in_channels: channels,
+            in_channels: channels + if coords { 2 } else { 0 },
             out_channels: channels,
             block_out_channels: ch,
             down_block_types: down,
@@ -181,6 +195,7 @@ impl ModelConfig {
             beta_schedule: schedule,
             num_train_timesteps: 1000,
             prediction: Prediction::Epsilon,
+            coord_channels: coords,
             train: TrainConfig {
                 lr,
                 batch,
@@ -191,6 +206,7 @@ impl ModelConfig {
                 min_snr_gamma: min_snr,
                 grad_clip: 1.0,
                 weight_decay: 0.01,
+                text_lr_scale: 1.0,
             },
         })
     }
@@ -208,10 +224,11 @@ impl ModelConfig {
                 "num_train_timesteps": self.num_train_timesteps,
                 "prediction_type": self.prediction.as_str(),
             },
+            "coord_channels": self.coord_channels,
             "train": {
                 "lr": t.lr, "batch": t.batch, "steps": t.steps, "warmup": t.warmup,
                 "ema_decay": t.ema_decay, "cond_drop": t.cond_drop, "min_snr_gamma": t.min_snr_gamma,
-                "grad_clip": t.grad_clip, "weight_decay": t.weight_decay,
+                "grad_clip": t.grad_clip, "weight_decay": t.weight_decay, "text_lr_scale": t.text_lr_scale,
             },
         })
     }
@@ -221,7 +238,17 @@ impl ModelConfig {
         let obj = v
             .as_object()
             .ok_or_else(|| format!("{origin}: not a JSON object"))?;
-        only_keys(obj, &["unet", "text_encoder", "scheduler", "train"], origin)?;
+        only_keys(
+            obj,
+            &[
+                "unet",
+                "text_encoder",
+                "scheduler",
+                "train",
+                "coord_channels",
+            ],
+            origin,
+        )?;
         let section = |k: &str| {
             obj.get(k)
                 .ok_or_else(|| format!("{origin}: missing section {k:?}"))
@@ -273,6 +300,7 @@ impl ModelConfig {
             "min_snr_gamma",
             "grad_clip",
             "weight_decay",
+            "text_lr_scale",
         ];
         only_keys(tr, &keys, &format!("{origin}: train"))?;
         let num = |k: &str| {
@@ -290,11 +318,34 @@ impl ModelConfig {
             min_snr_gamma: tr.get("min_snr_gamma").and_then(Value::as_f64),
             grad_clip: num("grad_clip")?,
             weight_decay: num("weight_decay")?,
+            text_lr_scale: tr
+                .get("text_lr_scale")
+                .and_then(Value::as_f64)
+                .unwrap_or(1.0),
         };
         if text.hidden_size != unet.cross_attention_dim {
             return Err(format!(
                 "{origin}: text_encoder.hidden_size {} must equal unet.cross_attention_dim {}",
                 text.hidden_size, unet.cross_attention_dim
+            ));
+        }
+        let coord_channels = match obj.get("coord_channels") {
+            None => false,
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| format!("{origin}: coord_channels must be true or false"))?,
+        };
+        let extra = if coord_channels { 2 } else { 0 };
+        if unet.in_channels != unet.out_channels + extra {
+            return Err(format!(
+                "{origin}: unet.in_channels {} must be out_channels {} {}",
+                unet.in_channels,
+                unet.out_channels,
+                if coord_channels {
+                    "+ 2 with coord_channels"
+                } else {
+                    "(set coord_channels for 2 more)"
+                }
             ));
         }
         let num_train_timesteps = s
@@ -307,8 +358,14 @@ impl ModelConfig {
             beta_schedule,
             num_train_timesteps,
             prediction,
+            coord_channels,
             train,
         })
+    }
+
+    /// Channels of the images the model makes (and is trained on).
+    pub fn image_channels(&self) -> usize {
+        self.unet.out_channels
     }
 
     pub fn load(path: &Path) -> Result<ModelConfig, String> {

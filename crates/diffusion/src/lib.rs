@@ -11,11 +11,12 @@
 
 pub mod config;
 pub mod data;
+pub mod eval;
 pub mod guidance;
 pub mod image;
 pub mod loss;
 pub mod models;
-mod plot;
+pub mod plot;
 pub mod run;
 pub mod sample;
 pub mod schedule;

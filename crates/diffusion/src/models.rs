@@ -13,6 +13,8 @@ pub struct Models {
     pub unet: UNet2DConditionModel,
     pub text: TextEncoder,
     pub tokenizer: Tokenizer,
+    /// Whether the U-Net's input gets x / y coordinate channels (`ModelConfig`).
+    pub coord_channels: bool,
 }
 
 impl Models {
@@ -28,6 +30,7 @@ impl Models {
             unet,
             text,
             tokenizer: Tokenizer::new(cfg.text.max_position_embeddings),
+            coord_channels: cfg.coord_channels,
         })
     }
 
@@ -83,11 +86,39 @@ impl Models {
         Ok(TextCond { context, pooled })
     }
 
-    /// The U-Net's prediction for `x` at `t` under `text`.
+    /// The U-Net's prediction for x [B, C, H, W] at `t` under `text`.
     pub fn predict(&self, x: &Tensor, t: &[f64], text: &TextCond) -> kuosan_tensor::Result<Tensor> {
+        let input = if self.coord_channels {
+            let &[b, _, h, w] = x.dims() else {
+                return Err(kuosan_tensor::Error::Shape {
+                    op: "Models::predict",
+                    msg: format!("expects images [B, C, H, W], got {}", x.shape()),
+                });
+            };
+            let coords = coordinate_channels(h, w, x.device())?.broadcast_as([b, 2, h, w])?;
+            Tensor::cat(&[x, &coords.to_dtype(x.dtype())?], 1)?
+        } else {
+            x.clone()
+        };
         self.unet
-            .forward_pooled(x, t, &text.context, None, text.pooled.as_ref())
+            .forward_pooled(&input, t, &text.context, None, text.pooled.as_ref())
     }
+}
+
+/// [1, 2, H, W]: channel 0 is x, channel 1 is y, each from -1 at the first pixel centre
+/// to 1 at the last (CoordConv's normalised coordinates).
+pub fn coordinate_channels(h: usize, w: usize, device: &Device) -> kuosan_tensor::Result<Tensor> {
+    let at = |i: usize, n: usize| {
+        if n == 1 {
+            0.0
+        } else {
+            2.0 * i as f32 / (n - 1) as f32 - 1.0
+        }
+    };
+    let mut v = Vec::with_capacity(2 * h * w);
+    v.extend((0..h * w).map(|p| at(p % w, w)));
+    v.extend((0..h * w).map(|p| at(p / w, h)));
+    Tensor::from_vec(v, [1, 2, h, w], device)
 }
 
 /// Encoded prompts: what the U-Net is conditioned on.

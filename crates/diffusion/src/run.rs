@@ -192,6 +192,18 @@ impl RunDir {
             .find(|d| d.join("state.json").exists())
     }
 
+    /// The training state of the newest checkpoint (which data, which step).
+    pub fn state(&self) -> Result<TrainState> {
+        let dir = self.find_checkpoint().ok_or_else(|| {
+            Error::file(
+                &self.root,
+                "has no checkpoint/state.json: is this a run folder that `cargo xtask train` wrote?",
+            )
+        })?;
+        let path = dir.join("state.json");
+        TrainState::from_json(&read_json(&path)?, &path)
+    }
+
     /// (state, raw weights, EMA weights, optimizer state) of the newest checkpoint.
     #[allow(clippy::type_complexity)]
     pub fn load_checkpoint(
@@ -209,10 +221,7 @@ impl RunDir {
                 "has no checkpoint to resume from (train without --resume to start a new run)",
             )
         })?;
-        let state = TrainState::from_json(
-            &read_json(&dir.join("state.json"))?,
-            &dir.join("state.json"),
-        )?;
+        let state = self.state()?;
         Ok((
             state,
             st::load(dir.join("model.safetensors"), device)?,

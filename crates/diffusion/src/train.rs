@@ -6,7 +6,8 @@
 //! stream and a seeded data order, so a resumed run continues bit for bit (on the CPU).
 
 use crate::config::ModelConfig;
-use crate::data::{DataPos, Dataset, Loader};
+use crate::data::{DataPos, DataSpec, Dataset, Loader};
+use crate::eval::{evaluate, EvalOptions, Judge};
 use crate::models::Models;
 use crate::run::{RunDir, TrainState};
 use crate::sample::{sample, SampleOptions, SamplerKind};
@@ -36,6 +37,11 @@ pub struct TrainOptions {
     /// Stop (with a checkpoint) after this step although the schedule runs to
     /// `config.train.steps`: an interrupted run, which `resume` continues exactly.
     pub stop_after: Option<u64>,
+    /// Steps between evaluations of the EMA weights (0: none), logged in
+    /// metrics.jsonl as `{"step", "eval": {...}}` and drawn in eval.png.
+    pub eval_every: u64,
+    /// The data set's judge and how to sample for the periodic eval.
+    pub eval: Option<(DataSpec, Judge, EvalOptions)>,
 }
 
 /// One step's report to the caller (for a progress bar).
@@ -64,13 +70,13 @@ pub fn train(opts: &TrainOptions, mut on_step: impl FnMut(&Progress)) -> Result<
     if ds.is_empty() {
         return Err(Error::Arg(format!("dataset {} is empty", opts.data_spec)));
     }
-    if (ds.channels(), ds.size()) != (cfg.unet.in_channels, cfg.unet.sample_size) {
+    if (ds.channels(), ds.size()) != (cfg.image_channels(), cfg.unet.sample_size) {
         return Err(Error::Arg(format!(
             "the dataset gives {}-channel {}x{} images but the model takes {}-channel {}x{}",
             ds.channels(),
             ds.size(),
             ds.size(),
-            cfg.unet.in_channels,
+            cfg.image_channels(),
             cfg.unet.sample_size,
             cfg.unet.sample_size
         )));
@@ -87,6 +93,7 @@ pub fn train(opts: &TrainOptions, mut on_step: impl FnMut(&Progress)) -> Result<
             ..AdamWConfig::default()
         },
     )?;
+    opt.set_lr_scale("text_encoder.", t.text_lr_scale);
     let mut ema = Ema::with_shadow(ema_models.params(), &params, t.ema_decay)?;
     let mut state = TrainState {
         step: 0,
@@ -212,8 +219,19 @@ pub fn train(opts: &TrainOptions, mut on_step: impl FnMut(&Progress)) -> Result<
         if step.is_multiple_of(opts.checkpoint_every) || last {
             run.export(cfg, &ema_models)?;
             run.save_checkpoint(&state, &models.params(), &ema_models.params(), &opt.state())?;
-            crate::image::write_png(run.root.join("loss.png"), &loss_curve(&run)?)
-                .map_err(|e| Error::Arg(e.to_string()))?;
+            crate::plot::plot_run(&run.root)?;
+        }
+        if let Some((spec, judge, eo)) = &opts.eval {
+            if opts.eval_every > 0 && (step.is_multiple_of(opts.eval_every) || last) {
+                let r = evaluate(&ema_models, cfg, spec, judge, eo, |_, _| {})?;
+                let line = serde_json::json!({"step": step, "eval": {
+                    "accuracy": r.overall.accuracy, "attributes": r.overall.attributes,
+                    "english": r.english.accuracy, "chinese": r.chinese.accuracy,
+                    "frechet_distance": r.frechet_distance, "n": r.overall.n,
+                    "elapsed_s": r.elapsed_s}});
+                append_line(&run.metrics(), &line.to_string())?;
+                crate::plot::plot_run(&run.root)?;
+            }
         }
         if opts.sample_every > 0 && (step.is_multiple_of(opts.sample_every) || last) {
             let dir = run.samples_dir();
@@ -231,6 +249,7 @@ pub fn train(opts: &TrainOptions, mut on_step: impl FnMut(&Progress)) -> Result<
                 eta: 1.0,
                 n: 4,
                 seed: 0,
+                init: None,
             };
             let images = sample(&ema_models, cfg, &so, |_, _| {})?;
             crate::image::save_grid(&grid, &images, so.prompts.len())
@@ -253,21 +272,4 @@ fn append_line(path: &std::path::Path, line: &str) -> Result<()> {
         .open(path)
         .map_err(|e| Error::file(path, format!("cannot append: {e}")))?;
     writeln!(f, "{line}").map_err(|e| Error::file(path, format!("cannot append: {e}")))
-}
-
-/// The loss curve from metrics.jsonl.
-fn loss_curve(run: &RunDir) -> Result<crate::image::Image> {
-    let text = std::fs::read_to_string(run.metrics()).unwrap_or_default();
-    let pts: Vec<(f64, f64)> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| Some((v.get("step")?.as_f64()?, v.get("loss")?.as_f64()?)))
-        .collect();
-    Ok(crate::plot::line_chart(
-        &[crate::plot::Series {
-            points: pts,
-            color: [200, 30, 30],
-        }],
-        true,
-    ))
 }

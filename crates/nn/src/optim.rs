@@ -31,6 +31,8 @@ pub struct AdamW {
     params: Vec<(String, Tensor)>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
+    /// Per-parameter multiplier of the learning rate (torch's parameter groups).
+    lr_scales: Vec<f64>,
     pub step: u64,
     pub config: AdamWConfig,
 }
@@ -46,13 +48,25 @@ impl AdamW {
             .iter()
             .map(|(_, p)| zeros(p))
             .collect::<kuosan_tensor::Result<_>>()?;
+        let lr_scales = vec![1.0; params.len()];
         Ok(AdamW {
             params,
             m,
             v,
+            lr_scales,
             step: 0,
             config,
         })
+    }
+
+    /// Parameters whose names start with `prefix` learn at `scale` x the rate given to
+    /// `step` (as a torch parameter group with its own lr).
+    pub fn set_lr_scale(&mut self, prefix: &str, scale: f64) {
+        for ((name, _), s) in self.params.iter().zip(&mut self.lr_scales) {
+            if name.starts_with(prefix) {
+                *s = scale;
+            }
+        }
     }
 
     /// One update at learning rate `lr` of every parameter that has a gradient, then
@@ -69,8 +83,13 @@ impl AdamW {
             step: self.step,
         };
         let _guard = no_grad();
-        for (((_, p), m), v) in self.params.iter().zip(&self.m).zip(&self.v) {
+        let params = self.params.iter().zip(&self.lr_scales);
+        for (((_, p), scale), (m, v)) in params.zip(self.m.iter().zip(&self.v)) {
             if let Some(g) = p.grad() {
+                let h = AdamWStep {
+                    lr: lr * scale,
+                    ..h
+                };
                 adamw_step(p, &g, m, v, &h)?;
                 p.zero_grad();
             }

@@ -282,6 +282,58 @@ pub struct Scene {
 }
 
 impl Scene {
+    /// One object at `pos`, moved by `jitter` = (dx, dy) canvas pixels.
+    pub fn single(
+        shape: ShapeKind,
+        color: Color,
+        size: Size,
+        pos: Position,
+        jitter: (f32, f32),
+    ) -> Scene {
+        let (cx, cy) = pos.centre(size.half());
+        Scene {
+            layout: Layout::Single(pos),
+            objects: vec![Object {
+                shape,
+                color,
+                size,
+                cx: cx + jitter.0,
+                cy: cy + jitter.1,
+                half: size.half(),
+            }],
+        }
+    }
+
+    /// Two small objects, (shape, colour) `a` left of / above `b`. Along the relation's
+    /// axis they sit 4 px from the edges, across it near the middle; `jitter` moves a
+    /// and b along the axis, then a and b across it.
+    pub fn pair(
+        a: (ShapeKind, Color),
+        b: (ShapeKind, Color),
+        rel: Relation,
+        jitter: [f32; 4],
+    ) -> Scene {
+        let h = SMALL_HALF;
+        let (near, far, mid) = (h + 4.0, CANVAS - h - 4.0, CANVAS / 2.0);
+        let [ja, jb, jp, jq] = jitter;
+        let (pa, pb) = match rel {
+            Relation::LeftOf => ((near + ja, mid + jp), (far + jb, mid + jq)),
+            Relation::Above => ((mid + jp, near + ja), (mid + jq, far + jb)),
+        };
+        let obj = |(shape, color): (ShapeKind, Color), (cx, cy): (f32, f32)| Object {
+            shape,
+            color,
+            size: Size::Small,
+            cx,
+            cy,
+            half: h,
+        };
+        Scene {
+            layout: Layout::Pair(rel),
+            objects: vec![obj(a, pa), obj(b, pb)],
+        }
+    }
+
     /// The caption in `lang`:
     /// - single, en: "a {size} {color} {shape} {position}" ("a large red circle on the left")
     /// - single, zh: "{position}是一个{size}{color}{shape}" ("左边是一个大的红色圆形")
@@ -404,19 +456,8 @@ pub fn generate(seed: u64, i: u64) -> (Scene, Lang) {
         let color = Color::ALL[d.pick(5)];
         let size = Size::ALL[d.pick(2)];
         let pos = Position::ALL[d.pick(5)];
-        let (cx, cy) = pos.centre(size.half());
-        let (jx, jy) = (d.jitter(), d.jitter());
-        Scene {
-            layout: Layout::Single(pos),
-            objects: vec![Object {
-                shape,
-                color,
-                size,
-                cx: cx + jx,
-                cy: cy + jy,
-                half: size.half(),
-            }],
-        }
+        let jitter = (d.jitter(), d.jitter());
+        Scene::single(shape, color, size, pos, jitter)
     } else {
         // Two different (shape, colour) combinations, so each caption names each object
         // unambiguously: b is drawn from the 14 combinations other than a's.
@@ -426,27 +467,9 @@ pub fn generate(seed: u64, i: u64) -> (Scene, Lang) {
             b += 1;
         }
         let rel = Relation::ALL[d.pick(2)];
-        let h = SMALL_HALF;
-        let (near, far, mid) = (h + 4.0, CANVAS - h - 4.0, CANVAS / 2.0);
-        let (ja, jb, jp, jq) = (d.jitter(), d.jitter(), d.jitter(), d.jitter());
-        // Along the relation's axis the objects sit at `near` and `far`; across it, near
-        // the middle, each jittered on its own.
-        let (pa, pb) = match rel {
-            Relation::LeftOf => ((near + ja, mid + jp), (far + jb, mid + jq)),
-            Relation::Above => ((mid + jp, near + ja), (mid + jq, far + jb)),
-        };
-        let obj = |combo: usize, (cx, cy): (f32, f32)| Object {
-            shape: ShapeKind::ALL[combo / 5],
-            color: Color::ALL[combo % 5],
-            size: Size::Small,
-            cx,
-            cy,
-            half: h,
-        };
-        Scene {
-            layout: Layout::Pair(rel),
-            objects: vec![obj(a, pa), obj(b, pb)],
-        }
+        let jitter = [d.jitter(), d.jitter(), d.jitter(), d.jitter()];
+        let combo = |c: usize| (ShapeKind::ALL[c / 5], Color::ALL[c % 5]);
+        Scene::pair(combo(a), combo(b), rel, jitter)
     };
     (scene, lang)
 }
