@@ -205,6 +205,21 @@ fn run_folder_loads_and_samples_and_errors_are_clear() {
     let _ = std::fs::remove_dir_all(&empty);
 }
 
+/// Two DDIM pictures of `prompt` from pure noise.
+fn ddim(prompt: &str, steps: usize, guidance: f64, eta: f64, seed: u64) -> SampleOptions {
+    SampleOptions {
+        prompts: vec![prompt.into()],
+        negative: None,
+        sampler: SamplerKind::Ddim,
+        steps,
+        guidance,
+        eta,
+        n: 2,
+        seed,
+        init: None,
+    }
+}
+
 #[test]
 fn img2img_runs_the_last_steps_and_inpainting_keeps_the_unmasked_pixels() {
     use kuosan_diffusion::data::shapes::ShapesDataset;
@@ -223,17 +238,7 @@ fn img2img_runs_the_last_steps_and_inpainting_keeps_the_unmasked_pixels() {
         .filter(|p| p % 16 < 8)
         .for_each(|p| mask.data[p] = 255);
     write_png(dir.join("mask.png"), &mask).unwrap();
-    let base = SampleOptions {
-        prompts: vec!["a red circle".into()],
-        negative: None,
-        sampler: SamplerKind::Ddim,
-        steps: 10,
-        guidance: 2.0,
-        eta: 1.0,
-        n: 2,
-        seed: 5,
-        init: None,
-    };
+    let base = ddim("a red circle", 10, 2.0, 1.0, 5);
     // img2img at strength 0.5 runs the last 5 of 10 steps.
     let init = InitImage::from_files(&dir.join("init.png"), None, Some(0.5), 3, 16).unwrap();
     let mut calls = Vec::new();
@@ -373,17 +378,7 @@ fn coordinate_channels_and_text_lr_scale_round_trip() {
     assert_eq!(back, cfg);
     assert_eq!(cfg.image_channels(), 3);
     let models = Models::new(&cfg, &Device::Cpu, 0).unwrap();
-    let o = SampleOptions {
-        prompts: vec!["a red circle".into()],
-        negative: None,
-        sampler: SamplerKind::Ddim,
-        steps: 2,
-        guidance: 1.0,
-        eta: 0.0,
-        n: 2,
-        seed: 0,
-        init: None,
-    };
+    let o = ddim("a red circle", 2, 1.0, 0.0, 0);
     assert_eq!(
         sample(&models, &cfg, &o, |_, _| {}).unwrap().dims(),
         [2, 3, 16, 16]

@@ -65,7 +65,12 @@ fn grid_prompts(data: &DataSpec) -> Vec<String> {
             "红色正方形在蓝色圆形的上边",
         ],
         DataSpec::Mnist(_) => &["the digit 3", "a handwritten seven", "数字零", "手写的八"],
-        DataSpec::FashionMnist(_) => &["an ankle boot", "a trouser", "一件套头衫", "一只包"],
+        DataSpec::FashionMnist(_) => &[
+            "an ankle boot",
+            "a pair of trousers",
+            "一件套头衫",
+            "一个包",
+        ],
         DataSpec::Folder(_) => &["a photo", "一张照片"],
     };
     p.iter().map(|s| s.to_string()).collect()

@@ -59,6 +59,8 @@ struct Preset {
     ema: f64,
     schedule: BetaSchedule,
     min_snr: Option<f64>,
+    /// v-prediction (else epsilon).
+    v: bool,
     coords: bool,
 }
 
@@ -100,12 +102,17 @@ impl ModelConfig {
                 ema: 0.99,
                 schedule: BetaSchedule::cosine(),
                 min_snr: None,
+                v: false,
                 coords: false,
             },
             // Sized for ~10 minutes on 2 CPU cores (README: what was tried): attention at
             // 8x8 only (16x16 attention cost 1.75x the step time), batch 16 (twice the
-            // updates of 32 in the same time), min-SNR-5 weighting (Hang et al. 2023),
-            // lr 2e-3 (lower loss and a larger right-vs-wrong-caption gap than 1e-3).
+            // updates of 32 in the same time), lr 2e-3 (lower loss and a larger
+            // right-vs-wrong-caption gap than 1e-3), and v-prediction with the plain
+            // (unweighted) v loss: in x0 terms it weighs errors by SNR + 1, so the
+            // noisiest steps, where the prompt decides the picture, still teach; epsilon's
+            // loss (weight SNR) and any min-SNR weighting (min(SNR, 5)) fade there, and
+            // with them the prompt's colour went unlearned (README: runs G-K).
             "small" => Preset {
                 ch: vec![32, 64, 64],
                 attn: vec![false, false, true],
@@ -119,7 +126,8 @@ impl ModelConfig {
                 steps: 1000,
                 ema: 0.995,
                 schedule: BetaSchedule::cosine(),
-                min_snr: Some(5.0),
+                min_snr: None,
+                v: true,
                 coords: false,
             },
             // Ho et al. 2020's CIFAR-10 model: 128 channels x (1, 2, 2, 2), 2 resnets per
@@ -138,6 +146,7 @@ impl ModelConfig {
                 ema: 0.9999,
                 schedule: BetaSchedule::linear(),
                 min_snr: None,
+                v: false,
                 coords: false,
             },
             other => {
@@ -160,6 +169,7 @@ impl ModelConfig {
             ema,
             schedule,
             min_snr,
+            v,
             coords,
         } = p;
         let (down, up) = blocks(&attn);
@@ -194,7 +204,11 @@ impl ModelConfig {
             ),
             beta_schedule: schedule,
             num_train_timesteps: 1000,
-            prediction: Prediction::Epsilon,
+            prediction: if v {
+                Prediction::V
+            } else {
+                Prediction::Epsilon
+            },
             coord_channels: coords,
             train: TrainConfig {
                 lr,

@@ -6,7 +6,7 @@
 
 use super::classifier::{CachedClassifier, Classifier};
 use super::frechet::frechet_distance_of;
-use super::prompts::{eval_prompts, EvalPrompt, Target};
+use super::prompts::{eval_prompts, unjudgeable, EvalPrompt, Target};
 use super::shapes_check;
 use crate::config::ModelConfig;
 use crate::data::idx::{read_split, IdxKind, PADDED};
@@ -88,9 +88,7 @@ impl Judge {
             DataSpec::Shapes => Ok(Judge::Shapes),
             DataSpec::Mnist(dir) => idx(dir, IdxKind::Mnist, log),
             DataSpec::FashionMnist(dir) => idx(dir, IdxKind::FashionMnist, log),
-            DataSpec::Folder(_) => eval_prompts(spec)
-                .map(|_| Judge::Shapes)
-                .map_err(|e| Error::Arg(e.to_string())),
+            DataSpec::Folder(dir) => Err(Error::Arg(unjudgeable(dir).to_string())),
         }
     }
 }

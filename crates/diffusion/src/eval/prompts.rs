@@ -8,6 +8,7 @@
 use crate::data::idx::{caption_templates, IdxKind};
 use crate::data::shapes::{Color, Lang, Position, Relation, Scene, ShapeKind, Size};
 use crate::data::{DataError, DataSpec};
+use std::path::Path;
 
 /// What a picture for a prompt must show.
 #[derive(Clone, Debug, PartialEq)]
@@ -74,10 +75,15 @@ pub fn eval_prompts(spec: &DataSpec) -> Result<Vec<EvalPrompt>, DataError> {
             .collect()),
         DataSpec::Mnist(_) => Ok(idx(IdxKind::Mnist)),
         DataSpec::FashionMnist(_) => Ok(idx(IdxKind::FashionMnist)),
-        DataSpec::Folder(dir) => Err(DataError::Arg(format!(
-            "eval judges shapes, mnist and fashion-mnist runs; this run was trained on \
-             folder:{}, whose pictures have no labels to check",
-            dir.display()
-        ))),
+        DataSpec::Folder(dir) => Err(unjudgeable(dir)),
     }
+}
+
+/// Why an image folder cannot be evaluated.
+pub fn unjudgeable(dir: &Path) -> DataError {
+    DataError::Arg(format!(
+        "eval judges shapes, mnist and fashion-mnist runs; this run was trained on \
+         folder:{}, whose pictures have no labels to check",
+        dir.display()
+    ))
 }
