@@ -170,11 +170,15 @@ pub fn plot_run(root: &Path) -> Result<Vec<PathBuf>> {
                 .position(|a| a == n)
         });
         names.dedup();
-        let mut acc = vec![Series {
-            name: "ALL".into(),
-            points: series(&["eval", "accuracy"]),
-            color: PALETTE[0],
-        }];
+        // With one attribute (a classifier's class) "all" is the same curve: drawn once.
+        let mut acc = Vec::new();
+        if names.len() > 1 {
+            acc.push(Series {
+                name: "ALL".into(),
+                points: series(&["eval", "accuracy"]),
+                color: PALETTE[0],
+            });
+        }
         for (k, n) in names.iter().enumerate() {
             acc.push(Series {
                 name: n.to_uppercase(),
