@@ -41,7 +41,6 @@ fn options(out: PathBuf, steps: u64, device: Device, resume: bool) -> TrainOptio
         log_every: 1,
         sample_prompts: vec!["a red circle".into()],
         stop_after: None,
-        eval_every: 0,
         eval: None,
     }
 }
@@ -315,17 +314,32 @@ fn img2img_runs_the_last_steps_and_inpainting_keeps_the_unmasked_pixels() {
 }
 
 #[test]
+fn a_checkpoint_before_the_first_logged_step_still_trains() {
+    // Logged every 10 steps, checkpointed at 2: no metrics.jsonl yet, so no curve yet.
+    let out = tmp("earlyckpt");
+    let mut o = options(out.clone(), 4, Device::Cpu, false);
+    (o.log_every, o.checkpoint_every) = (10, 2);
+    train(&o, |_| {}).unwrap();
+    assert!(out.join("loss.png").exists() && out.join("checkpoint/state.json").exists());
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
 fn periodic_eval_is_logged_and_plotted() {
     use kuosan_diffusion::eval::{EvalOptions, Judge};
+    use kuosan_diffusion::train::PeriodicEval;
     let out = tmp("evalevery");
     let mut o = options(out.clone(), 4, Device::Cpu, false);
-    o.eval_every = 2;
     let eo = EvalOptions {
         n: 1,
         steps: 2,
         ..EvalOptions::default()
     };
-    o.eval = Some((DataSpec::Shapes, Judge::Shapes, eo));
+    o.eval = Some(PeriodicEval {
+        every: 2,
+        judge: Judge::Shapes,
+        options: eo,
+    });
     train(&o, |_| {}).unwrap();
     let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let evals: Vec<serde_json::Value> = text
@@ -391,4 +405,8 @@ fn coordinate_channels_and_text_lr_scale_round_trip() {
         e.contains("in_channels") && e.contains("coord_channels"),
         "{e}"
     );
+    let mut v = cfg.to_json();
+    v["train"]["text_lr_scale"] = serde_json::json!(-1.0);
+    let e = ModelConfig::from_json(&v, "cfg.json").unwrap_err();
+    assert!(e.contains("text_lr_scale"), "{e}");
 }

@@ -6,7 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use kuosan_diffusion::config::ModelConfig;
 use kuosan_diffusion::data::{DataOptions, DataSpec};
 use kuosan_diffusion::eval::{EvalOptions, Judge};
-use kuosan_diffusion::train::{train, TrainOptions};
+use kuosan_diffusion::train::{train, PeriodicEval, TrainOptions};
 use kuosan_tensor::Device;
 use std::path::PathBuf;
 
@@ -108,6 +108,21 @@ pub fn run(a: TrainArgs) -> Result<(), String> {
         config.train.steps,
         config.train.batch
     );
+    let eval = if a.eval_every > 0 {
+        let judge =
+            Judge::for_data(&spec, &device, |l| eprintln!("{l}")).map_err(|e| e.to_string())?;
+        let options = EvalOptions {
+            n: a.eval_n.max(1),
+            ..EvalOptions::default()
+        };
+        Some(PeriodicEval {
+            every: a.eval_every,
+            judge,
+            options,
+        })
+    } else {
+        None
+    };
     let opts = TrainOptions {
         data_spec: a.data.clone(),
         dataset,
@@ -121,19 +136,8 @@ pub fn run(a: TrainArgs) -> Result<(), String> {
         log_every: 10,
         sample_prompts: grid_prompts(&spec),
         stop_after: None,
-        eval_every: a.eval_every,
-        eval: None,
+        eval,
     };
-    let mut opts = opts;
-    if a.eval_every > 0 {
-        let judge = Judge::for_data(&spec, &opts.device, |l| eprintln!("{l}"))
-            .map_err(|e| e.to_string())?;
-        let eo = EvalOptions {
-            n: a.eval_n.max(1),
-            ..EvalOptions::default()
-        };
-        opts.eval = Some((spec.clone(), judge, eo));
-    }
     let bar = ProgressBar::new(opts.config.train.steps);
     bar.set_style(
         ProgressStyle::with_template(

@@ -332,11 +332,17 @@ impl ModelConfig {
             min_snr_gamma: tr.get("min_snr_gamma").and_then(Value::as_f64),
             grad_clip: num("grad_clip")?,
             weight_decay: num("weight_decay")?,
-            text_lr_scale: tr
-                .get("text_lr_scale")
-                .and_then(Value::as_f64)
-                .unwrap_or(1.0),
+            text_lr_scale: match tr.get("text_lr_scale") {
+                None => 1.0,
+                Some(_) => num("text_lr_scale")?,
+            },
         };
+        if !(train.text_lr_scale >= 0.0 && train.text_lr_scale.is_finite()) {
+            return Err(format!(
+                "{origin}: train.text_lr_scale must be a finite number >= 0, got {}",
+                train.text_lr_scale
+            ));
+        }
         if text.hidden_size != unet.cross_attention_dim {
             return Err(format!(
                 "{origin}: text_encoder.hidden_size {} must equal unet.cross_attention_dim {}",

@@ -37,11 +37,17 @@ pub struct TrainOptions {
     /// Stop (with a checkpoint) after this step although the schedule runs to
     /// `config.train.steps`: an interrupted run, which `resume` continues exactly.
     pub stop_after: Option<u64>,
-    /// Steps between evaluations of the EMA weights (0: none), logged in
-    /// metrics.jsonl as `{"step", "eval": {...}}` and drawn in eval.png.
-    pub eval_every: u64,
-    /// The data set's judge and how to sample for the periodic eval.
-    pub eval: Option<(DataSpec, Judge, EvalOptions)>,
+    /// Evaluate the EMA weights every so many steps (None: never).
+    pub eval: Option<PeriodicEval>,
+}
+
+/// An eval of the EMA weights every `every` steps (and after the last), logged in
+/// metrics.jsonl as `{"step", "eval": {...}}` and drawn in eval.png.
+pub struct PeriodicEval {
+    pub every: u64,
+    /// The training data's judge (`Judge::for_data`).
+    pub judge: Judge,
+    pub options: EvalOptions,
 }
 
 /// One step's report to the caller (for a progress bar).
@@ -129,6 +135,7 @@ pub fn train(opts: &TrainOptions, mut on_step: impl FnMut(&Progress)) -> Result<
     }
     let data_err = |e: crate::data::DataError| Error::Arg(e.to_string());
     let mut loader = Loader::new(opts.dataset.clone(), opts.seed, t.batch).map_err(data_err)?;
+    let eval_spec = DataSpec::parse(&opts.data_spec).map_err(data_err)?;
     loader
         .seek(DataPos {
             epoch: state.data_epoch,
@@ -219,11 +226,21 @@ pub fn train(opts: &TrainOptions, mut on_step: impl FnMut(&Progress)) -> Result<
         if step.is_multiple_of(opts.checkpoint_every) || last {
             run.export(cfg, &ema_models)?;
             run.save_checkpoint(&state, &models.params(), &ema_models.params(), &opt.state())?;
-            crate::plot::plot_run(&run.root)?;
+            // A checkpoint can come before the first logged step: no curve to draw yet.
+            if run.metrics().exists() {
+                crate::plot::plot_run(&run.root)?;
+            }
         }
-        if let Some((spec, judge, eo)) = &opts.eval {
-            if opts.eval_every > 0 && (step.is_multiple_of(opts.eval_every) || last) {
-                let r = evaluate(&ema_models, cfg, spec, judge, eo, |_, _| {})?;
+        if let Some(pe) = &opts.eval {
+            if pe.every > 0 && (step.is_multiple_of(pe.every) || last) {
+                let r = evaluate(
+                    &ema_models,
+                    cfg,
+                    &eval_spec,
+                    &pe.judge,
+                    &pe.options,
+                    |_, _| {},
+                )?;
                 let line = serde_json::json!({"step": step, "eval": {
                     "accuracy": r.overall.accuracy, "attributes": r.overall.attributes,
                     "english": r.english.accuracy, "chinese": r.chinese.accuracy,
