@@ -7,5 +7,6 @@
 
 pub mod cpu;
 pub mod gpu;
+pub mod model;
 pub mod report;
 pub mod timing;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use kuosan_benches::cpu;
+use kuosan_benches::{cpu, model};
 
 mod eval;
 mod sample;
@@ -39,6 +39,20 @@ enum Cmd {
         #[command(subcommand)]
         target: BenchTarget,
     },
+    /// Internal: our side of `bench train` / `bench sample`, in a child process (JSON on stdout).
+    #[command(name = model::MODEL_CHILD_COMMAND, hide = true)]
+    BenchModelChild {
+        #[arg(long)]
+        config: String,
+        #[arg(long)]
+        batch: usize,
+        #[arg(long)]
+        device: String,
+        #[arg(long)]
+        steps: usize,
+        #[arg(long)]
+        train: bool,
+    },
     /// Internal: one thread count of `bench cpu`, run in a child process (JSON on stdout).
     #[command(name = cpu::CHILD_COMMAND, hide = true)]
     BenchCpuChild {
@@ -59,6 +73,11 @@ enum BenchTarget {
         #[command(flatten)]
         common: CpuArgs,
     },
+    /// A training step and a sampling step of the whole model, beside PyTorch + diffusers
+    /// on the same config (img/s, peak RSS, ratios).
+    Train(ModelArgs),
+    /// A sampling step (one U-Net forward without autograd) beside PyTorch's.
+    Sample(ModelArgs),
     /// CPU kernels (sgemm) vs peers (matrixmultiply), with the measured FMA peak.
     Cpu {
         /// Thread counts to measure, comma-separated.
@@ -70,6 +89,64 @@ enum BenchTarget {
         #[command(flatten)]
         common: CpuArgs,
     },
+}
+
+/// `bench train` / `bench sample`: the whole model beside PyTorch on the same config.
+#[derive(Args)]
+struct ModelArgs {
+    /// Model config: tiny, small, base or a kuosan config file.
+    #[arg(long, default_value = "small")]
+    config: String,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Our side's device: auto, cpu or gpu (the peer runs on the CPU).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Rounds of ours then the peer; medians over rounds are reported.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Timed steps per round and side, after a warm-up step.
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+    /// Threads on both sides (rayon's pool; torch.set_num_threads).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// The peer script (PyTorch + diffusers).
+    #[arg(long, default_value = model::DEFAULT_PEER)]
+    peer: PathBuf,
+    /// The Python that runs it (needs torch, diffusers, transformers).
+    #[arg(long, default_value = "python3")]
+    python: PathBuf,
+    /// Run ours alone.
+    #[arg(long)]
+    no_peer: bool,
+    /// Where the config.json files both sides build from go.
+    #[arg(long, default_value = "target/bench-model")]
+    out: PathBuf,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    fn options(self, train: bool) -> (model::Options, Option<PathBuf>) {
+        let peer = (!self.no_peer).then_some(model::Peer {
+            python: self.python,
+            script: self.peer,
+        });
+        let opts = model::Options {
+            config: self.config,
+            batch: self.batch,
+            device: self.device,
+            train,
+            rounds: self.rounds,
+            steps: self.steps,
+            threads: self.threads,
+            out: self.out,
+            peer,
+        };
+        (opts, self.json)
+    }
 }
 
 #[derive(Args)]
@@ -118,6 +195,13 @@ fn write_json<T: serde::Serialize + ?Sized>(
     Ok(())
 }
 
+fn bench_model(a: ModelArgs, train: bool) -> Result<(), String> {
+    let (opts, json) = a.options(train);
+    let report = model::run(&opts)?;
+    print!("{}", report.to_table());
+    write_json(json, &report)
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Cmd::Train(a) => train::run(a),
@@ -158,6 +242,23 @@ fn run(cli: Cli) -> Result<(), String> {
             let report = cpu::run(&opts)?;
             print!("{}", report.to_table());
             write_json(json, &report)
+        }
+        Cmd::Bench {
+            target: BenchTarget::Train(a),
+        } => bench_model(a, true),
+        Cmd::Bench {
+            target: BenchTarget::Sample(a),
+        } => bench_model(a, false),
+        Cmd::BenchModelChild {
+            config,
+            batch,
+            device,
+            steps,
+            train,
+        } => {
+            let r = model::run_child(&config, batch, &device, steps, train)?;
+            println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
+            Ok(())
         }
         Cmd::BenchCpuChild { threads, common } => {
             let opts = cpu::Options {

@@ -102,7 +102,7 @@ pub fn run_child(threads: usize, opts: &Options) -> Result<Report, String> {
 }
 
 /// The CPU model from /proc/cpuinfo (Linux), or "unknown".
-fn cpu_model() -> String {
+pub(crate) fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {

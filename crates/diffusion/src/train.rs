@@ -142,9 +142,13 @@ pub fn train(opts: &TrainOptions, mut on_step: impl FnMut(&Progress)) -> Result<
             offset: state.data_index,
         })
         .map_err(data_err)?;
-    let loss_cfg = LossConfig {
-        prediction: cfg.prediction,
-        min_snr_gamma: t.min_snr_gamma,
+    let rule = StepRule {
+        schedule,
+        loss: LossConfig {
+            prediction: cfg.prediction,
+            min_snr_gamma: t.min_snr_gamma,
+        },
+        grad_clip: t.grad_clip,
     };
     let lr_at = LrSchedule {
         base: t.lr,
@@ -184,18 +188,15 @@ pub fn train(opts: &TrainOptions, mut on_step: impl FnMut(&Progress)) -> Result<
             })
             .collect();
         let noise = Tensor::randn(x0.dims(), x0.dtype(), &opts.device, &mut rng)?;
-        let x_t = q_sample(&x0, &steps_t, &noise, &schedule)?;
-        let ctx = models.encode(&captions)?;
-        let tf: Vec<f64> = steps_t.iter().map(|&s| s as f64).collect();
-        let out = models.predict(&x_t, &tf, &ctx)?;
-        let loss = diffusion_loss(&out, &x0, &noise, &steps_t, &schedule, &loss_cfg)?;
-        loss.backward()?;
-        let gnorm = clip_grad_norm(opt.params(), t.grad_clip)?;
+        let noisy = NoisyBatch {
+            x0,
+            captions,
+            t: steps_t,
+            noise,
+        };
         let lr = lr_at.at(step);
-        opt.step(lr)?;
-        ema.update(&params, step)?;
-        // The step's one read-back: loss and gradient norm together.
-        let both = Tensor::cat(&[&loss.reshape([1])?, &gnorm.reshape([1])?], 0)?.to_vec::<f32>()?;
+        let both =
+            train_step(&models, &mut opt, &mut ema, &rule, &noisy, lr, step)?.to_vec::<f32>()?;
         let (l, g) = (both[0] as f64, both[1] as f64);
         if !l.is_finite() {
             let last = run
@@ -280,6 +281,57 @@ pub fn train(opts: &TrainOptions, mut on_step: impl FnMut(&Progress)) -> Result<
         elapsed_s: state.elapsed_s,
         last_grid,
     })
+}
+
+/// How every update of a run is made: the noise schedule, the loss and the gradient-norm
+/// clip.
+pub struct StepRule {
+    pub schedule: NoiseSchedule,
+    pub loss: LossConfig,
+    pub grad_clip: f64,
+}
+
+/// One training batch and its noise: clean pictures x0 [B, C, H, W], captions (empty
+/// ones dropped for guidance), a timestep per picture and the noise [B, C, H, W].
+pub struct NoisyBatch {
+    pub x0: Tensor,
+    pub captions: Vec<String>,
+    pub t: Vec<usize>,
+    pub noise: Tensor,
+}
+
+/// One update, Algorithm 1's body: encode the captions, q_sample, predict, loss,
+/// backward, clip, AdamW at `lr`, EMA. Returns [loss, grad norm] as one tensor [2], so
+/// the caller reads both back at once. `train` loops over it; `bench train` times it.
+pub fn train_step(
+    models: &Models,
+    opt: &mut AdamW,
+    ema: &mut Ema,
+    rule: &StepRule,
+    batch: &NoisyBatch,
+    lr: f64,
+    step: u64,
+) -> Result<Tensor> {
+    let x_t = q_sample(&batch.x0, &batch.t, &batch.noise, &rule.schedule)?;
+    let ctx = models.encode(&batch.captions)?;
+    let tf: Vec<f64> = batch.t.iter().map(|&s| s as f64).collect();
+    let out = models.predict(&x_t, &tf, &ctx)?;
+    let loss = diffusion_loss(
+        &out,
+        &batch.x0,
+        &batch.noise,
+        &batch.t,
+        &rule.schedule,
+        &rule.loss,
+    )?;
+    loss.backward()?;
+    let gnorm = clip_grad_norm(opt.params(), rule.grad_clip)?;
+    opt.step(lr)?;
+    ema.update(opt.params(), step)?;
+    Ok(Tensor::cat(
+        &[&loss.reshape([1])?, &gnorm.reshape([1])?],
+        0,
+    )?)
 }
 
 fn append_line(path: &std::path::Path, line: &str) -> Result<()> {
