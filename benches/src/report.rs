@@ -23,13 +23,24 @@ pub struct Peak {
     pub gflops: f64,
 }
 
-/// One kernel family compared against one peer.
+/// One kernel family compared against one peer in-process and, where a script can run
+/// one, a second peer in another process (OpenBLAS through numpy, PyTorch).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Section {
     pub name: String,
-    /// Name of the peer implementation in the same rows.
+    /// "GFLOP/s" (compute-bound) or "GB/s" (memory-bound) for every rate in the rows.
+    #[serde(default = "gflops_unit")]
+    pub unit: String,
+    /// Name of the in-process peer in the same rows.
     pub peer: String,
+    /// Name of the out-of-process peer, when one was run.
+    #[serde(default)]
+    pub ext_peer: Option<String>,
     pub rows: Vec<Row>,
+}
+
+fn gflops_unit() -> String {
+    "GFLOP/s".into()
 }
 
 /// One shape at one thread count: medians of interleaved repetitions.
@@ -38,15 +49,23 @@ pub struct Row {
     /// What was run, e.g. "1024³" or "conv m64 n1024 k576".
     pub case: String,
     pub threads: usize,
-    /// Floating-point operations per call.
+    /// Floating-point operations per call (GB/s rows: bytes moved per call).
     pub flop: f64,
+    /// Rates in the section's unit (the names predate GB/s rows; kept for old JSON).
     pub ours_gflops: f64,
     pub peer_gflops: f64,
     /// ours / peer.
     pub ratio: f64,
-    /// ours / the measured FMA peak at the same thread count.
+    /// ours / the machine's limit at the same thread count: the measured FMA peak, or for
+    /// GB/s rows the measured copy bandwidth.
     pub frac_peak: f64,
     pub reps: usize,
+    /// The out-of-process peer's rate on the same case (the section's unit).
+    #[serde(default)]
+    pub ext: Option<f64>,
+    /// ours / `ext`.
+    #[serde(default)]
+    pub ext_ratio: Option<f64>,
 }
 
 impl Report {
@@ -86,19 +105,30 @@ impl Report {
             out += &format!("{:>8} {:>8} {:>10.1}\n", p.threads, p.isa, p.gflops);
         }
         for s in &self.sections {
-            out += &format!("\n{} (ours vs {}; median GFLOP/s)\n", s.name, s.peer);
+            let ext = s.ext_peer.as_deref();
             out += &format!(
-                "{:<24} {:>7} {:>9} {:>9} {:>7} {:>7}\n",
+                "\n{} (ours vs {}{}; median {})\n",
+                s.name,
+                s.peer,
+                ext.map_or(String::new(), |e| format!(" and {e}")),
+                s.unit
+            );
+            out += &format!(
+                "{:<28} {:>7} {:>9} {:>9} {:>7} {:>7}",
                 "case",
                 "threads",
                 "ours",
-                &s.peer[..s.peer.len().min(9)],
+                short(&s.peer),
                 "ratio",
-                "%peak"
+                "%limit"
             );
+            if let Some(e) = ext {
+                out += &format!(" {:>9} {:>7}", short(e), "ratio");
+            }
+            out += "\n";
             for r in &s.rows {
                 out += &format!(
-                    "{:<24} {:>7} {:>9.1} {:>9.1} {:>6.2}x {:>6.1}%\n",
+                    "{:<28} {:>7} {:>9.1} {:>9.1} {:>6.2}x {:>6.1}%",
                     r.case,
                     r.threads,
                     r.ours_gflops,
@@ -106,11 +136,24 @@ impl Report {
                     r.ratio,
                     100.0 * r.frac_peak
                 );
+                if ext.is_some() {
+                    match (r.ext, r.ext_ratio) {
+                        (Some(v), Some(q)) => out += &format!(" {v:>9.1} {q:>6.2}x"),
+                        _ => out += &format!(" {:>9} {:>7}", "-", "-"),
+                    }
+                }
+                out += "\n";
             }
             out += &scaling_table(s);
         }
         out
     }
+}
+
+/// A peer's name cut to a column's width.
+fn short(name: &str) -> &str {
+    let end = name.char_indices().nth(9).map_or(name.len(), |(i, _)| i);
+    &name[..end]
 }
 
 /// For each case measured on one thread and on more: ours at N threads / ours at 1 thread.
@@ -147,6 +190,8 @@ mod tests {
             ratio: 2.0,
             frac_peak: 0.5,
             reps: 5,
+            ext: None,
+            ext_ratio: None,
         }
     }
 
@@ -161,7 +206,9 @@ mod tests {
             }],
             sections: vec![Section {
                 name: "sgemm".into(),
+                unit: gflops_unit(),
                 peer: "peer".into(),
+                ext_peer: None,
                 rows: vec![row("256³", threads, ours)],
             }],
         }

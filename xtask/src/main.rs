@@ -78,8 +78,15 @@ enum BenchTarget {
     Train(ModelArgs),
     /// A sampling step (one U-Net forward without autograd) beside PyTorch's.
     Sample(ModelArgs),
-    /// CPU kernels (sgemm) vs peers (matrixmultiply), with the measured FMA peak.
+    /// CPU kernels (sgemm, conv2d, memory-bound) vs peers: matrixmultiply and a copy
+    /// in-process, OpenBLAS (numpy) and PyTorch in a Python script; with the FMA peak.
     Cpu {
+        /// Python with numpy (and torch) for the out-of-process peers.
+        #[arg(long, default_value = "python3")]
+        python: std::path::PathBuf,
+        /// Only the in-process peers.
+        #[arg(long)]
+        no_peer: bool,
         /// Thread counts to measure, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "1,2")]
         threads: Vec<usize>,
@@ -157,6 +164,9 @@ struct CpuArgs {
     /// Skip the largest sizes.
     #[arg(long)]
     quick: bool,
+    /// Sections of `bench cpu` to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "sgemm,conv,memory")]
+    sections: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -226,6 +236,8 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Bench {
             target:
                 BenchTarget::Cpu {
+                    python,
+                    no_peer,
                     threads,
                     json,
                     common,
@@ -238,6 +250,8 @@ fn run(cli: Cli) -> Result<(), String> {
                 threads,
                 reps: common.reps,
                 quick: common.quick,
+                sections: common.sections,
+                python: (!no_peer).then_some(python),
             };
             let report = cpu::run(&opts)?;
             print!("{}", report.to_table());
@@ -265,6 +279,8 @@ fn run(cli: Cli) -> Result<(), String> {
                 threads: vec![threads],
                 reps: common.reps,
                 quick: common.quick,
+                sections: common.sections,
+                python: None,
             };
             let report = cpu::run_child(threads, &opts)?;
             println!(

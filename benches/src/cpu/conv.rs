@@ -28,6 +28,40 @@ enum Pass {
     BackwardWeight,
 }
 
+const PASSES: [Pass; 3] = [Pass::Forward, Pass::BackwardInput, Pass::BackwardWeight];
+
+/// The section's name in reports.
+pub const NAME: &str = "conv2d 3x3";
+
+fn label(pass: Pass, (n, c_in, c_out, hw): (usize, usize, usize, usize)) -> String {
+    let name = match pass {
+        Pass::Forward => "fwd",
+        Pass::BackwardInput => "bwd-in",
+        Pass::BackwardWeight => "bwd-w",
+    };
+    format!("{name} {n}x{c_in}->{c_out} {hw}²")
+}
+
+/// The same cases for the out-of-process peer (PyTorch): see `peers`.
+pub fn peer_cases(quick: bool) -> Vec<serde_json::Value> {
+    let mut v = vec![];
+    for shape in shapes(quick) {
+        for pass in PASSES {
+            let op = match pass {
+                Pass::Forward => "conv_fwd",
+                Pass::BackwardInput => "conv_bwd_in",
+                Pass::BackwardWeight => "conv_bwd_w",
+            };
+            let (n, cin, cout, hw) = shape;
+            v.push(
+                serde_json::json!({"section": NAME, "case": label(pass, shape), "op": op,
+                "n": n, "cin": cin, "cout": cout, "hw": hw}),
+            );
+        }
+    }
+    v
+}
+
 /// Runs every shape and pass on the current rayon pool.
 pub fn run(threads: usize, reps: usize, quick: bool, peak_gflops: f64) -> Section {
     let mut rows = Vec::new();
@@ -43,19 +77,16 @@ pub fn run(threads: usize, reps: usize, quick: bool, peak_gflops: f64) -> Sectio
             stride: (1, 1),
             padding: (1, 1),
         };
-        for pass in [Pass::Forward, Pass::BackwardInput, Pass::BackwardWeight] {
-            let name = match pass {
-                Pass::Forward => "fwd",
-                Pass::BackwardInput => "bwd-in",
-                Pass::BackwardWeight => "bwd-w",
-            };
-            let label = format!("{name} {n}x{c_in}->{c_out} {hw}²");
+        for pass in PASSES {
+            let label = label(pass, (n, c_in, c_out, hw));
             eprintln!("  conv2d {label} on {threads} thread(s)");
             rows.push(row(&label, &s, pass, threads, reps, peak_gflops));
         }
     }
     Section {
-        name: "conv2d 3x3".into(),
+        unit: "GFLOP/s".into(),
+        ext_peer: None,
+        name: NAME.into(),
         peer: PEER.into(),
         rows,
     }
@@ -113,5 +144,7 @@ fn row(
         ratio: g_ours / g_peer,
         frac_peak: g_ours / peak_gflops,
         reps,
+        ext: None,
+        ext_ratio: None,
     }
 }

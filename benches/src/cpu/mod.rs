@@ -6,7 +6,9 @@
 //! JSON on stdout, and the parent merges the parts.
 
 pub mod conv;
+pub mod memory;
 pub mod peak;
+pub mod peers;
 pub mod sgemm;
 
 use std::process::{Command, Stdio};
@@ -25,7 +27,15 @@ pub struct Options {
     pub reps: usize,
     /// Skip the largest sizes (smoke runs).
     pub quick: bool,
+    /// Which sections to run: any of [`SECTIONS`].
+    pub sections: Vec<String>,
+    /// A Python with numpy (and torch) for the out-of-process peers; None: in-process
+    /// peers only.
+    pub python: Option<std::path::PathBuf>,
 }
+
+/// Every section, in the order they run.
+pub const SECTIONS: [&str; 3] = ["sgemm", "conv", "memory"];
 
 impl Default for Options {
     fn default() -> Self {
@@ -33,15 +43,43 @@ impl Default for Options {
             threads: vec![1, 2],
             reps: 7,
             quick: false,
+            sections: SECTIONS.iter().map(|s| s.to_string()).collect(),
+            python: None,
         }
     }
 }
 
 /// Runs the whole CPU benchmark: one child process per thread count, merged in order.
 pub fn run(opts: &Options) -> Result<Report, String> {
+    if let Some(bad) = opts
+        .sections
+        .iter()
+        .find(|s| !SECTIONS.contains(&s.as_str()))
+    {
+        return Err(format!(
+            "unknown bench cpu section {bad:?}: use any of {}",
+            SECTIONS.join(", ")
+        ));
+    }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
     let mut report = Report::default();
+    let mut python = opts.python.clone();
+    let mut peer_runs = vec![];
+    // The out-of-process peer before and after ours (see `peers`); a failure only warns.
+    let mut run_peer = |python: &mut Option<std::path::PathBuf>, t: usize| {
+        if let Some(py) = python.as_deref() {
+            eprintln!("bench cpu: {t} thread(s), peers in {}", py.display());
+            match peers::run(py, t, opts) {
+                Ok(r) => peer_runs.push(r),
+                Err(e) => {
+                    eprintln!("warning: {e}; going on without the out-of-process peers");
+                    *python = None;
+                }
+            }
+        }
+    };
     for &t in &opts.threads {
+        run_peer(&mut python, t);
         eprintln!("bench cpu: {t} thread(s)");
         let mut cmd = Command::new(&exe);
         cmd.args([
@@ -54,6 +92,7 @@ pub fn run(opts: &Options) -> Result<Report, String> {
         if opts.quick {
             cmd.arg("--quick");
         }
+        cmd.args(["--sections", &opts.sections.join(",")]);
         let out = cmd
             .env("MATMUL_NUM_THREADS", t.to_string())
             .env("RAYON_NUM_THREADS", t.to_string())
@@ -69,7 +108,9 @@ pub fn run(opts: &Options) -> Result<Report, String> {
         let part: Report = serde_json::from_slice(&out.stdout)
             .map_err(|e| format!("benchmark child for {t} thread(s) printed no report: {e}"))?;
         report.merge(part);
+        run_peer(&mut python, t);
     }
+    peers::attach(&mut report, &peer_runs);
     Ok(report)
 }
 
@@ -87,11 +128,19 @@ pub fn run_child(threads: usize, opts: &Options) -> Result<Report, String> {
         .build()
         .map_err(|e| format!("cannot build a {threads}-thread pool: {e}"))?;
     let peak = peak::measure(threads, opts.reps);
+    let want = |s: &str| opts.sections.iter().any(|x| x == s);
     let sections = pool.install(|| {
-        vec![
-            sgemm::run(threads, opts.reps, opts.quick, peak.gflops),
-            conv::run(threads, opts.reps, opts.quick, peak.gflops),
-        ]
+        let mut v = vec![];
+        if want("sgemm") {
+            v.push(sgemm::run(threads, opts.reps, opts.quick, peak.gflops));
+        }
+        if want("conv") {
+            v.push(conv::run(threads, opts.reps, opts.quick, peak.gflops));
+        }
+        if want("memory") {
+            v.push(memory::run(threads, opts.reps));
+        }
+        v
     });
     Ok(Report {
         cpu: cpu_model(),

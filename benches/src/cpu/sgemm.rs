@@ -5,6 +5,20 @@ use kuosan_tensor::cpu::gemm::sgemm;
 use crate::report::{Row, Section};
 use crate::timing::{interleaved, random_f32};
 
+/// The section's name in reports.
+pub const NAME: &str = "sgemm";
+
+/// The same cases for the out-of-process peer (OpenBLAS through numpy): see `peers`.
+pub fn peer_cases(quick: bool) -> Vec<serde_json::Value> {
+    cases(quick)
+        .into_iter()
+        .map(|c| {
+            serde_json::json!({"section": NAME, "case": c.label, "op": "gemm",
+                "m": c.m, "n": c.n, "k": c.k, "bt": c.b_transposed})
+        })
+        .collect()
+}
+
 /// Peer named in the report.
 pub const PEER: &str = "matrixmultiply";
 
@@ -63,7 +77,9 @@ pub fn run(threads: usize, reps: usize, quick: bool, peak_gflops: f64) -> Sectio
         })
         .collect();
     Section {
-        name: "sgemm".into(),
+        unit: "GFLOP/s".into(),
+        ext_peer: None,
+        name: NAME.into(),
         peer: PEER.into(),
         rows,
     }
@@ -114,6 +130,8 @@ fn row(c: Case, threads: usize, reps: usize, peak_gflops: f64) -> Row {
         ratio: g_ours / g_peer,
         frac_peak: g_ours / peak_gflops,
         reps,
+        ext: None,
+        ext_ratio: None,
     }
 }
 

@@ -16,6 +16,7 @@ pub mod cpu;
 mod device;
 mod dtype;
 mod error;
+pub mod fastmath;
 pub mod gpu;
 mod layout;
 mod normal;

@@ -89,7 +89,7 @@ fn attention_head<T: Gemm>(
             }
             let mut sum = T::ZERO;
             for x in row.iter_mut() {
-                *x = (*x - max).exp();
+                *x = (*x - max).exp_fast();
                 sum += *x;
             }
             let inv = T::ONE / sum;
@@ -184,7 +184,7 @@ fn attention_head_backward<T: Gemm>(
             if l == T::NEG_INFINITY {
                 row.fill(T::ZERO);
             } else {
-                row.iter_mut().for_each(|x| *x = (*x - l).exp());
+                row.iter_mut().for_each(|x| *x = (*x - l).exp_fast());
             }
             let di: T = (0..s.dv)
                 .map(|c| doh[i * s.dv + c] * oh[i * s.dv + c])

@@ -7,9 +7,36 @@ use crate::ops::NormShape;
 use crate::Float;
 use rayon::prelude::*;
 
+/// Independent f64 accumulators per sum: a single running sum is one dependent add per
+/// element (latency-bound, never vectorised); lanes make the loops vectorise. They are
+/// combined in a fixed order, so a sum depends on the data's length only, never on the
+/// thread count.
+const LANES: usize = 8;
+
+#[inline]
+fn combine(acc: [f64; LANES]) -> f64 {
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+}
+
+/// Sum of f(x) over `xs` in f64, lane-wise.
+#[inline]
+fn lane_sum<T: Float>(xs: &[T], f: impl Fn(T) -> f64) -> f64 {
+    let mut acc = [0f64; LANES];
+    let (chunks, rest) = xs.as_chunks::<LANES>();
+    for c in chunks {
+        for l in 0..LANES {
+            acc[l] += f(c[l]);
+        }
+    }
+    for (l, &x) in rest.iter().enumerate() {
+        acc[l] += f(x);
+    }
+    combine(acc)
+}
+
 #[inline]
 fn sigmoid<T: Float>(v: T) -> T {
-    T::ONE / (T::ONE + (-v).exp())
+    T::ONE / (T::ONE + (-v).exp_fast())
 }
 
 /// (y, mean, rstd) for x seen as [rows, groups, cpg, inner]; see `NormShape`.
@@ -31,8 +58,8 @@ pub(crate) fn norm<T: Float>(
         .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
         .enumerate()
         .for_each(|(gi, ((yg, xg), (mu_out, rs_out)))| {
-            let mu = xg.iter().map(|v| v.to_f64()).sum::<f64>() / m as f64;
-            let var = xg.iter().map(|v| (v.to_f64() - mu).powi(2)).sum::<f64>() / m as f64;
+            let mu = lane_sum(xg, |v| v.to_f64()) / m as f64;
+            let var = lane_sum(xg, |v| (v.to_f64() - mu).powi(2)) / m as f64;
             let rs = 1.0 / (var + s.eps).sqrt();
             *mu_out = T::from_f64(mu);
             *rs_out = T::from_f64(rs);
@@ -89,21 +116,38 @@ pub(crate) fn norm_backward<T: Float>(
                 // kept in dx for the second pass.
                 let (mut sum_g, mut sum_gx) = (0.0, 0.0);
                 for j in 0..s.cpg {
-                    let (mut sd, mut sdx) = (0.0f64, 0.0f64);
                     let (wv, bv) = (wj(j), bj(j));
-                    for i in j * s.inner..(j + 1) * s.inner {
-                        let xh = (xg[i] - mu) * rs;
+                    let d_at = |x: T, dy: T| {
+                        let xh = (x - mu) * rs;
                         let d = if s.silu {
                             let v = xh * wv + bv;
                             let sg = sigmoid(v);
-                            dyg[i] * sg * (T::ONE + v * (T::ONE - sg))
+                            dy * sg * (T::ONE + v * (T::ONE - sg))
                         } else {
-                            dyg[i]
+                            dy
                         };
-                        dxg[i] = d;
-                        sd += d.to_f64();
-                        sdx += (d * xh).to_f64();
+                        (d, xh)
+                    };
+                    let range = j * s.inner..(j + 1) * s.inner;
+                    let (xc, xr) = xg[range.clone()].as_chunks::<LANES>();
+                    let (dyc, dyr) = dyg[range.clone()].as_chunks::<LANES>();
+                    let (dxc, dxr) = dxg[range].as_chunks_mut::<LANES>();
+                    let (mut sd, mut sdx) = ([0f64; LANES], [0f64; LANES]);
+                    for ((x8, dy8), dx8) in xc.iter().zip(dyc).zip(dxc) {
+                        for l in 0..LANES {
+                            let (d, xh) = d_at(x8[l], dy8[l]);
+                            dx8[l] = d;
+                            sd[l] += d.to_f64();
+                            sdx[l] += (d * xh).to_f64();
+                        }
                     }
+                    for (l, ((&x, &dy), dx)) in xr.iter().zip(dyr).zip(dxr).enumerate() {
+                        let (d, xh) = d_at(x, dy);
+                        *dx = d;
+                        sd[l] += d.to_f64();
+                        sdx[l] += (d * xh).to_f64();
+                    }
+                    let (sd, sdx) = (combine(sd), combine(sdx));
                     pwg[j] = sdx;
                     pbg[j] = sd;
                     sum_g += wv.to_f64() * sd;

@@ -19,7 +19,7 @@ pub(crate) fn softmax_row<T: Float>(x: &[T], y: &mut [T]) {
     let max = x.iter().fold(T::NEG_INFINITY, |m, &v| m.max(v));
     let mut sum = T::ZERO;
     for (yv, &xv) in y.iter_mut().zip(x) {
-        *yv = (xv - max).exp();
+        *yv = (xv - max).exp_fast();
         sum += *yv;
     }
     let inv = T::ONE / sum;
