@@ -1,8 +1,11 @@
 //! conv2d on the CPU as im2col + GEMM (Chellapilla et al. 2006): each image's patches
-//! become a [Cin*KH*KW, HO*WO] matrix, so the convolution is one GEMM with the weight
-//! seen as [Cout, Cin*KH*KW]. The backward passes are the two transposed GEMMs, and
+//! form a [Cin*KH*KW, HO*WO] matrix, so the convolution is one GEMM with the weight
+//! seen as [Cout, Cin*KH*KW]; the forward packs the GEMM's panels straight from the
+//! image (an implicit GEMM) instead of writing the matrix out. The backward passes are the two transposed GEMMs, and
 //! col2im (the adjoint of im2col) scatters the input gradient back.
 
+use super::conv_direct;
+use super::gemm::Patches;
 use super::matmul::{gemm_into, Gemm};
 use crate::ops::ConvShape;
 use crate::Float;
@@ -116,21 +119,108 @@ fn per_image<T: Float>(
     }
 }
 
-/// y [N, Cout, HO, WO] = conv(x [N, Cin, H, W], w [Cout, Cin, KH, KW]) + bias.
-pub(crate) fn conv2d<T: Gemm>(x: &[T], w: &[T], bias: Option<&[T]>, s: &ConvShape) -> Vec<T> {
+/// One image's im2col matrix for the GEMM to pack from directly.
+fn patches<'a, T>(xn: &'a [T], s: &ConvShape) -> Patches<'a, T> {
+    Patches {
+        x: xn,
+        c_in: s.c_in,
+        h: s.h,
+        w: s.w,
+        kh: s.kh,
+        kw: s.kw,
+        stride: s.stride,
+        padding: s.padding,
+        ho: s.h_out(),
+        wo: s.w_out(),
+    }
+}
+
+/// The direct kernel, for the dtypes and CPUs that have one (see `conv_direct`).
+pub(crate) trait Direct: Sized {
+    /// conv2d by the direct kernel, or None where it does not apply.
+    fn direct(x: &[Self], w: &[Self], bias: Option<&[Self]>, s: &ConvShape) -> Option<Vec<Self>>;
+    /// The weight gradient of `images` into `dw` by the direct kernel; false where it
+    /// does not apply (dw untouched).
+    fn direct_weight_grad(
+        x: &[Self],
+        dy: &[Self],
+        images: std::ops::Range<usize>,
+        s: &ConvShape,
+        dw: &mut [Self],
+    ) -> bool;
+}
+
+impl Direct for f64 {
+    fn direct(_: &[f64], _: &[f64], _: Option<&[f64]>, _: &ConvShape) -> Option<Vec<f64>> {
+        None
+    }
+    fn direct_weight_grad(
+        _: &[f64],
+        _: &[f64],
+        _: std::ops::Range<usize>,
+        _: &ConvShape,
+        _: &mut [f64],
+    ) -> bool {
+        false
+    }
+}
+
+impl Direct for f32 {
+    fn direct(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Option<Vec<f32>> {
+        // One image would run on one thread: leave it to the parallel GEMM. The choice
+        // depends on the shape only, never on the thread count (determinism).
+        if !conv_direct::applies(s) || s.n < 2 {
+            return None;
+        }
+        let prepared = conv_direct::Prepared::new(w, s);
+        let in_len = s.c_in * s.h * s.w;
+        let per = s.c_out * s.h_out() * s.w_out();
+        let mut y = vec![0f32; s.n * per];
+        per_image(&mut y, per, prepared.scratch(s), |n, yn, pad, _| {
+            let xn = &x[n * in_len..(n + 1) * in_len];
+            conv_direct::conv_image(&prepared, xn, bias, s, yn, pad);
+        });
+        Some(y)
+    }
+    fn direct_weight_grad(
+        x: &[f32],
+        dy: &[f32],
+        images: std::ops::Range<usize>,
+        s: &ConvShape,
+        dw: &mut [f32],
+    ) -> bool {
+        // A single group runs on one thread: leave a small batch to the parallel GEMM
+        // (by shape alone, never by thread count: determinism).
+        if !conv_direct::applies_weight_grad(s) || s.n <= WEIGHT_GRAD_GROUP {
+            return false;
+        }
+        conv_direct::weight_grad_group(x, dy, images, s, dw);
+        true
+    }
+}
+
+/// y [N, Cout, HO, WO] = conv(x [N, Cin, H, W], w [Cout, Cin, KH, KW]) + bias: the direct
+/// kernel where it applies, else per image a GEMM whose panels are packed straight from
+/// the image (the im2col matrix is never written out).
+pub(crate) fn conv2d<T: Gemm + Direct>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    s: &ConvShape,
+) -> Vec<T> {
+    if let Some(y) = T::direct(x, w, bias, s) {
+        return y;
+    }
     let (k, p) = col_dims(s);
     let in_len = s.c_in * s.h * s.w;
     let mut y = vec![T::ZERO; s.n * s.c_out * p];
-    let scratch = if is_pointwise(s) { 0 } else { k * p };
-    per_image(&mut y, s.c_out * p, scratch, |n, yn, buf, parallel| {
+    per_image(&mut y, s.c_out * p, 0, |n, yn, _, parallel| {
         let xn = &x[n * in_len..(n + 1) * in_len];
-        let col: &[T] = if is_pointwise(s) {
-            xn
+        if is_pointwise(s) {
+            gemm_into(yn, w, (k, 1), xn, (p, 1), (s.c_out, p, k), false, parallel);
         } else {
-            im2col(xn, s, buf);
-            buf
-        };
-        gemm_into(yn, w, (k, 1), col, (p, 1), (s.c_out, p, k), false, parallel);
+            T::gemm_patches(yn, (w, k, 1), patches(xn, s), s.c_out, parallel);
+        }
         if let Some(b) = bias {
             for (row, &bv) in yn.chunks_mut(p).zip(b) {
                 row.iter_mut().for_each(|v| *v += bv);
@@ -144,7 +234,7 @@ pub(crate) fn conv2d<T: Gemm>(x: &[T], w: &[T], bias: Option<&[T]>, s: &ConvShap
 /// itself a stride-1 conv: of dy with the weight flipped in space and transposed in
 /// channels, padded by k - 1 - p (the "full" correlation), which runs as a forward conv
 /// with its efficient im2col + GEMM. Other strides: per image, dcol = w^T dy, then col2im.
-pub(crate) fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], s: &ConvShape) -> Vec<T> {
+pub(crate) fn conv2d_backward_input<T: Gemm + Direct>(dy: &[T], w: &[T], s: &ConvShape) -> Vec<T> {
     if s.stride == (1, 1) && s.padding.0 < s.kh && s.padding.1 < s.kw && !is_pointwise(s) {
         let t = ConvShape {
             n: s.n,
@@ -213,19 +303,22 @@ const WEIGHT_GRAD_GROUP: usize = 4;
 /// dw [Cout, Cin, KH, KW] = sum over images of dy_n [Cout, P] col_n^T [P, K]. Groups of
 /// `WEIGHT_GRAD_GROUP` images accumulate their own partial sums in parallel (one thread
 /// per group), then the partials are added in group order.
-pub(crate) fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], s: &ConvShape) -> Vec<T> {
+pub(crate) fn conv2d_backward_weight<T: Gemm + Direct>(x: &[T], dy: &[T], s: &ConvShape) -> Vec<T> {
     let (k, p) = col_dims(s);
     let in_len = s.c_in * s.h * s.w;
     let groups: Vec<Vec<T>> = (0..s.n.div_ceil(WEIGHT_GRAD_GROUP))
         .into_par_iter()
         .map(|g| {
             let mut dw = vec![T::ZERO; s.c_out * k];
+            let images = g * WEIGHT_GRAD_GROUP..((g + 1) * WEIGHT_GRAD_GROUP).min(s.n);
+            if T::direct_weight_grad(x, dy, images.clone(), s, &mut dw) {
+                return dw;
+            }
             let mut col = if is_pointwise(s) {
                 Vec::new()
             } else {
                 vec![T::ZERO; k * p]
             };
-            let images = g * WEIGHT_GRAD_GROUP..((g + 1) * WEIGHT_GRAD_GROUP).min(s.n);
             // One group only (a small batch): let the GEMM use every thread instead.
             let parallel = s.n <= WEIGHT_GRAD_GROUP;
             for n in images.clone() {
@@ -258,4 +351,183 @@ pub(crate) fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], s: &ConvShape) 
         dw.iter_mut().zip(part).for_each(|(a, b)| *a += b);
     }
     dw
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The implicit GEMM equals im2col + GEMM bit for bit (the same products and sums
+    /// in the same order), across K blocks (Cin·9 > kc), output rows cut by B panels,
+    /// strides, uneven padding and non-square kernels.
+    #[test]
+    fn implicit_im2col_matches_explicit() {
+        let cases = [
+            // (c_in, h, w, c_out, kh, kw, stride, padding)
+            (3, 7, 5, 4, 3, 3, (1, 1), (1, 1)),
+            (50, 9, 11, 7, 3, 3, (1, 1), (1, 1)),
+            (2, 13, 17, 65, 3, 3, (2, 2), (1, 1)),
+            (4, 6, 20, 3, 1, 3, (1, 2), (0, 2)),
+            (1, 1, 1, 1, 3, 3, (1, 1), (1, 1)),
+            (5, 32, 32, 6, 3, 3, (1, 1), (1, 1)),
+        ];
+        for (c_in, h, w, c_out, kh, kw, stride, padding) in cases {
+            let s = ConvShape {
+                n: 1,
+                c_in,
+                h,
+                w,
+                c_out,
+                kh,
+                kw,
+                stride,
+                padding,
+            };
+            let (k, p) = col_dims(&s);
+            let x: Vec<f32> = (0..c_in * h * w)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+                .collect();
+            let wt: Vec<f32> = (0..c_out * k)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 30.0)
+                .collect();
+            let mut col = vec![0f32; k * p];
+            im2col(&x, &s, &mut col);
+            let mut want = vec![0f32; c_out * p];
+            gemm_into(
+                &mut want,
+                &wt,
+                (k, 1),
+                &col,
+                (p, 1),
+                (c_out, p, k),
+                false,
+                true,
+            );
+            for parallel in [false, true] {
+                let mut got = vec![0f32; c_out * p];
+                f32::gemm_patches(&mut got, (&wt, k, 1), patches(&x, &s), c_out, parallel);
+                assert_eq!(got, want, "{s:?}");
+            }
+        }
+    }
+
+    /// The direct kernel agrees with the GEMM path (to rounding: its sums run over all
+    /// taps in one chain, the GEMM's in K blocks) at channel-block and row-tile tails,
+    /// odd kernels and paddings, and with a bias.
+    #[test]
+    fn direct_matches_gemm() {
+        let cases = [
+            // (n, c_in, h, w, c_out, kh, kw, padding)
+            (2, 3, 32, 32, 32, 3, 3, (1, 1)),
+            (2, 50, 9, 11, 33, 3, 3, (1, 1)),
+            (3, 4, 6, 13, 3, 1, 3, (0, 2)),
+            (2, 2, 7, 5, 17, 5, 5, (2, 2)),
+            (2, 5, 8, 8, 64, 3, 1, (1, 0)),
+            (2, 1, 1, 1, 1, 3, 3, (1, 1)),
+        ];
+        for (n, c_in, h, w, c_out, kh, kw, padding) in cases {
+            let s = ConvShape {
+                n,
+                c_in,
+                h,
+                w,
+                c_out,
+                kh,
+                kw,
+                stride: (1, 1),
+                padding,
+            };
+            if !conv_direct::applies(&s) {
+                eprintln!("no AVX-512 here: the direct kernel is not used, nothing to compare");
+                return;
+            }
+            let x: Vec<f32> = (0..n * c_in * h * w)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+                .collect();
+            let wt: Vec<f32> = (0..c_out * c_in * kh * kw)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 30.0)
+                .collect();
+            let bias: Vec<f32> = (0..c_out).map(|i| i as f32 * 0.25 - 1.0).collect();
+            let direct = f32::direct(&x, &wt, Some(&bias), &s).expect("applies");
+            // The GEMM path, image by image.
+            let (k, p) = col_dims(&s);
+            let one = ConvShape { n: 1, ..s };
+            for i in 0..n {
+                let mut want = vec![0f32; c_out * p];
+                let xi = &x[i * c_in * h * w..][..c_in * h * w];
+                f32::gemm_patches(&mut want, (&wt, k, 1), patches(xi, &one), c_out, false);
+                for (j, (&d, &g)) in direct[i * c_out * p..][..c_out * p]
+                    .iter()
+                    .zip(&want)
+                    .enumerate()
+                {
+                    let g = g + bias[j / p];
+                    assert!(
+                        (d - g).abs() <= 1e-4 * (1.0 + g.abs()),
+                        "{s:?}: {d} vs {g} at {j}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The direct weight gradient agrees with the GEMM path (to rounding), over groups
+    /// of images, at channel-block tails and paddings.
+    #[test]
+    fn direct_weight_grad_matches_gemm() {
+        for (n, c_in, h, w, c_out, padding) in [
+            (9, 3, 8, 8, 32, (1, 1)),
+            (9, 5, 7, 11, 17, (1, 1)),
+            (10, 2, 6, 5, 3, (0, 0)),
+            (9, 4, 16, 16, 64, (2, 1)),
+        ] {
+            let s = ConvShape {
+                n,
+                c_in,
+                h,
+                w,
+                c_out,
+                kh: 3,
+                kw: 3,
+                stride: (1, 1),
+                padding,
+            };
+            if !conv_direct::applies_weight_grad(&s) {
+                eprintln!("no AVX-512 here: the direct kernel is not used, nothing to compare");
+                return;
+            }
+            let x: Vec<f32> = (0..n * c_in * h * w)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+                .collect();
+            let dy: Vec<f32> = (0..n * c_out * s.h_out() * s.w_out())
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 30.0)
+                .collect();
+            let (k, p) = col_dims(&s);
+            let mut direct = vec![0f32; c_out * k];
+            let mut want = vec![0f32; c_out * k];
+            let mut col = vec![0f32; k * p];
+            let in_len = c_in * h * w;
+            assert!(f32::direct_weight_grad(&x, &dy, 0..n, &s, &mut direct));
+            for i in 0..n {
+                im2col(&x[i * in_len..][..in_len], &s, &mut col);
+                let dyi = &dy[i * c_out * p..][..c_out * p];
+                gemm_into(
+                    &mut want,
+                    dyi,
+                    (p, 1),
+                    &col,
+                    (1, p),
+                    (c_out, k, p),
+                    i > 0,
+                    false,
+                );
+            }
+            for (j, (&d, &g)) in direct.iter().zip(&want).enumerate() {
+                assert!(
+                    (d - g).abs() <= 1e-3 * (1.0 + g.abs()),
+                    "{s:?}: {d} vs {g} at {j}"
+                );
+            }
+        }
+    }
 }

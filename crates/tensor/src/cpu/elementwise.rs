@@ -146,3 +146,41 @@ pub(crate) fn binary<T: Float>(x: &[T], lx: &Layout, y: &[T], ly: &Layout, op: B
         y: (y, ly),
     })
 }
+#[cfg(test)]
+mod zz_speed {
+    use crate::{Device, Tensor};
+    #[test]
+    fn zz_speed() {
+        let n = 64 * 32 * 32 * 32;
+        let v: Vec<f32> = (0..n).map(|i| (i % 1000) as f32 * 0.01 - 5.0).collect();
+        let x = Tensor::from_vec(v.clone(), [64, 32, 32, 32], &Device::Cpu).unwrap();
+        let w = Tensor::from_vec(vec![1f32; 32], [32], &Device::Cpu).unwrap();
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            for _ in 0..10 {
+                std::hint::black_box(x.silu().unwrap());
+            }
+            let a = t.elapsed().as_secs_f64() / 10.0 * 1e3;
+            let t = std::time::Instant::now();
+            for _ in 0..10 {
+                std::hint::black_box(x.affine(2.0, 1.0).unwrap());
+            }
+            let b = t.elapsed().as_secs_f64() / 10.0 * 1e3;
+            let t = std::time::Instant::now();
+            for _ in 0..10 {
+                std::hint::black_box(x.group_norm_silu(8, Some(&w), Some(&w), 1e-5).unwrap());
+            }
+            let c = t.elapsed().as_secs_f64() / 10.0 * 1e3;
+            let t = std::time::Instant::now();
+            for _ in 0..10 {
+                let y: Vec<f32> = v
+                    .iter()
+                    .map(|&x| x * (1.0 / (1.0 + crate::fastmath::exp_f32(-x))))
+                    .collect();
+                std::hint::black_box(y);
+            }
+            let d = t.elapsed().as_secs_f64() / 10.0 * 1e3;
+            eprintln!("ms: silu {a:.2} affine {b:.2} gn_silu {c:.2} plain-loop silu {d:.2}");
+        }
+    }
+}

@@ -18,10 +18,19 @@ pub(crate) trait Gemm: Float {
         accumulate: bool,
         parallel: bool,
     );
+    /// C (m × HO·WO, row-major) = A (m × Cin·KH·KW) · one image's implicit im2col
+    /// matrix (see `gemm::Patches`).
+    fn gemm_patches(
+        c: &mut [Self],
+        a: (&[Self], usize, usize),
+        b: gemm::Patches<'_, Self>,
+        m: usize,
+        parallel: bool,
+    );
 }
 
 macro_rules! gemm_impl {
-    ($t:ty, $f:path) => {
+    ($t:ty, $f:path, $fp:path) => {
         impl Gemm for $t {
             fn gemm(
                 c: &mut [$t],
@@ -33,11 +42,21 @@ macro_rules! gemm_impl {
             ) {
                 $f(m, n, k, a.0, a.1, a.2, b.0, b.1, b.2, c, n, acc, par)
             }
+            fn gemm_patches(
+                c: &mut [$t],
+                a: (&[$t], usize, usize),
+                b: gemm::Patches<'_, $t>,
+                m: usize,
+                par: bool,
+            ) {
+                let n = b.dims().1;
+                $fp(m, a, b, c, n, false, par)
+            }
         }
     };
 }
-gemm_impl!(f32, gemm::sgemm);
-gemm_impl!(f64, gemm::dgemm);
+gemm_impl!(f32, gemm::sgemm, gemm::sgemm_patches);
+gemm_impl!(f64, gemm::dgemm, gemm::dgemm_patches);
 
 /// `c = a b` (or `+=`) with a, b given as data and (row, column) strides.
 #[allow(clippy::too_many_arguments)]

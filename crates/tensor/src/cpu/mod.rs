@@ -4,6 +4,7 @@
 
 mod attention;
 mod conv;
+mod conv_direct;
 mod elementwise;
 pub mod gemm;
 mod index;

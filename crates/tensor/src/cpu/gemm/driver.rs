@@ -31,7 +31,7 @@ use rayon::prelude::*;
 use super::buffer::PackBuf;
 use super::element::{Element, Slot};
 use super::kernel::{ALayout, MicroKernel};
-use super::pack::{pack_a_panel, pack_b_panel, Strided};
+use super::pack::{pack_a_panel, pack_b_panel, pack_b_patches, Patches, Strided};
 
 /// Below this many flops (2·m·n·k) a call stays on the calling thread: a rayon fork-join costs
 /// a few microseconds, as much as the whole product.
@@ -50,9 +50,16 @@ pub(crate) struct Problem<'a, T> {
     pub n: usize,
     pub k: usize,
     pub a: Strided<'a, T>,
-    pub b: Strided<'a, T>,
+    pub b: BSource<'a, T>,
     pub ldc: usize,
     pub accumulate: bool,
+}
+
+/// Where B comes from: a strided matrix, or a convolution's implicit im2col matrix.
+#[derive(Clone, Copy)]
+pub(crate) enum BSource<'a, T> {
+    Strided(Strided<'a, T>),
+    Patches(Patches<'a, T>),
 }
 
 /// The C base pointer, shared by tasks that write disjoint tiles.
@@ -259,7 +266,11 @@ fn run_task<T: Element, const MR: usize, const NR: usize, K: MicroKernel<T, MR, 
         let b_pack = b_buf.slice(share.panels_n.len() * NR * kcb);
         for (q, dst) in b_pack.chunks_mut(NR * kcb).enumerate() {
             let j0 = (share.panels_n.start + q) * NR;
-            pack_b_panel::<T, NR>(dst, p.b, p0, kcb, j0, NR.min(p.n - j0));
+            let cols = NR.min(p.n - j0);
+            match &p.b {
+                BSource::Strided(b) => pack_b_panel::<T, NR>(dst, *b, p0, kcb, j0, cols),
+                BSource::Patches(b) => pack_b_patches::<T, NR>(dst, b, p0, kcb, j0, cols),
+            }
         }
         let b_pack = &*b_pack;
         let a_block = a_pack.map(|a| &a[m_panels * MR * p0..][..m_panels * MR * kcb]);

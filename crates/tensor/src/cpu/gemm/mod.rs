@@ -21,8 +21,9 @@ mod tests;
 
 pub use dispatch::{Kernel, KERNEL_ENV};
 
-use driver::Problem;
+use driver::{BSource, Problem};
 use element::Element;
+pub(crate) use pack::Patches;
 use pack::Strided;
 
 /// C = A·B (accumulate = false) or C += A·B (accumulate = true).
@@ -187,6 +188,82 @@ pub fn dgemm_with(
     }
 }
 
+/// C (m × HO·WO, row stride ldc) = or += A (m × Cin·KH·KW, strides (rsa, csa)) · the
+/// im2col matrix of one image, packed straight from the image (see [`Patches`]): a
+/// convolution without the im2col buffer. Same blocking, kernels and determinism as
+/// [`sgemm`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm_patches(
+    m: usize,
+    (a, rsa, csa): (&[f32], usize, usize),
+    b: Patches<'_, f32>,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    parallel: bool,
+) {
+    let kernel = Kernel::selected();
+    let Some(p) = prepare_patches(kernel, m, (a, rsa, csa), b, c, ldc, accumulate) else {
+        return;
+    };
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => avx512::sgemm(&p, c, parallel),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => avx2::sgemm(&p, c, parallel),
+        _ => generic::sgemm(&p, c, parallel),
+    }
+}
+
+/// [`sgemm_patches`] for f64.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dgemm_patches(
+    m: usize,
+    (a, rsa, csa): (&[f64], usize, usize),
+    b: Patches<'_, f64>,
+    c: &mut [f64],
+    ldc: usize,
+    accumulate: bool,
+    parallel: bool,
+) {
+    let kernel = Kernel::selected();
+    let Some(p) = prepare_patches(kernel, m, (a, rsa, csa), b, c, ldc, accumulate) else {
+        return;
+    };
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => avx512::dgemm(&p, c, parallel),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => avx2::dgemm(&p, c, parallel),
+        _ => generic::dgemm(&p, c, parallel),
+    }
+}
+
+/// [`prepare`] with an implicit im2col B: the image must hold c_in·h·w elements.
+fn prepare_patches<'a, T: Element>(
+    kernel: Kernel,
+    m: usize,
+    a: (&'a [T], usize, usize),
+    b: Patches<'a, T>,
+    c: &mut [T],
+    ldc: usize,
+    accumulate: bool,
+) -> Option<Problem<'a, T>> {
+    assert!(
+        b.x.len() >= b.c_in * b.h * b.w,
+        "gemm: image slice too short for {}x{}x{}",
+        b.c_in,
+        b.h,
+        b.w
+    );
+    let (k, n) = b.dims();
+    // Validate A, C and the degenerate shapes as for a strided B of the same size: the
+    // image with zero strides stands in (`prepare` checks only B's extent, 1 here).
+    let mut p = prepare(kernel, m, n, k, a, (b.x, 0, 0), c, ldc, accumulate)?;
+    p.b = BSource::Patches(b);
+    Some(p)
+}
+
 /// Index one past the last element of a rows×cols strided view (0 if empty), or None on
 /// overflow.
 fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> Option<usize> {
@@ -253,11 +330,11 @@ fn prepare<'a, T: Element>(
             rs: rsa,
             cs: csa,
         },
-        b: Strided {
+        b: BSource::Strided(Strided {
             data: b,
             rs: rsb,
             cs: csb,
-        },
+        }),
         ldc,
         accumulate,
     })

@@ -101,3 +101,88 @@ pub(crate) fn pack_b_panel<T: Element, const NR: usize>(
         }
     }
 }
+
+/// One image's im2col matrix, never materialised (implicit GEMM): row r = (c, i, j) is a
+/// kernel tap, column q = (oh, ow) an output pixel, and element (r, q) is the input pixel
+/// x[c, oh·sh + i − ph, ow·sw + j − pw], or 0 in the padding. Packing B panels straight
+/// from the image saves writing and re-reading the whole matrix (9× the image for a
+/// 3×3 kernel) once per image.
+#[derive(Clone, Copy)]
+pub(crate) struct Patches<'a, T> {
+    /// The image [c_in, h, w].
+    pub x: &'a [T],
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl<T> Patches<'_, T> {
+    /// Rows (taps) and columns (output pixels).
+    pub fn dims(&self) -> (usize, usize) {
+        (self.c_in * self.kh * self.kw, self.ho * self.wo)
+    }
+
+    /// The output columns [lo, hi) whose input column ow·sw + j − pw lies inside the row.
+    fn valid_cols(&self, j: usize) -> (usize, usize) {
+        let (sw, pw) = (self.stride.1, self.padding.1);
+        let lo = pw.saturating_sub(j).div_ceil(sw).min(self.wo);
+        let hi = (self.w + pw)
+            .saturating_sub(j)
+            .div_ceil(sw)
+            .clamp(lo, self.wo);
+        (lo, hi)
+    }
+}
+
+/// [`pack_b_panel`] for an implicit im2col matrix: rows `p0..p0 + kc`, columns
+/// `j0..j0 + cols`, read from the image one output-row segment at a time.
+pub(crate) fn pack_b_patches<T: Element, const NR: usize>(
+    dst: &mut [T],
+    b: &Patches<'_, T>,
+    p0: usize,
+    kc: usize,
+    j0: usize,
+    cols: usize,
+) {
+    let (dst, _) = dst[..NR * kc].as_chunks_mut::<NR>();
+    let ((sh, sw), (ph, pw)) = (b.stride, b.padding);
+    for (p, d) in dst.iter_mut().enumerate() {
+        let r = p0 + p;
+        let (c, i, j) = (r / (b.kh * b.kw), (r / b.kw) % b.kh, r % b.kw);
+        let plane = &b.x[c * b.h * b.w..(c + 1) * b.h * b.w];
+        let (lo, hi) = b.valid_cols(j);
+        let (mut q, end) = (j0, j0 + cols);
+        while q < end {
+            let (oh, ow0) = (q / b.wo, q % b.wo);
+            let ow1 = b.wo.min(ow0 + (end - q));
+            let seg = &mut d[q - j0..q - j0 + (ow1 - ow0)];
+            let ih = (oh * sh + i) as isize - ph as isize;
+            if ih < 0 || ih >= b.h as isize {
+                seg.fill(T::ZERO);
+            } else {
+                let src = &plane[ih as usize * b.w..(ih as usize + 1) * b.w];
+                // Valid outputs of this segment: [a, e).
+                let a = lo.clamp(ow0, ow1);
+                let e = hi.clamp(a, ow1);
+                seg[..a - ow0].fill(T::ZERO);
+                seg[e - ow0..].fill(T::ZERO);
+                if sw == 1 {
+                    let start = a + j - pw;
+                    seg[a - ow0..e - ow0].copy_from_slice(&src[start..start + (e - a)]);
+                } else {
+                    for ow in a..e {
+                        seg[ow - ow0] = src[ow * sw + j - pw];
+                    }
+                }
+            }
+            q += ow1 - ow0;
+        }
+        d[cols..].fill(T::ZERO);
+    }
+}
