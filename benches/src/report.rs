@@ -150,6 +150,54 @@ impl Report {
     }
 }
 
+impl Report {
+    /// The report as Markdown tables (what the README shows), one per section: ours, the
+    /// in-process peer, the out-of-process peer where one ran, ratios, and the fraction
+    /// of the machine's limit.
+    pub fn to_markdown(&self) -> String {
+        let mut out = format!("CPU: {}; GEMM kernel {}; FMA peak", self.cpu, self.kernel);
+        for p in &self.peak {
+            out += &format!(" {:.0} GFLOP/s at {} thread(s);", p.gflops, p.threads);
+        }
+        out.pop();
+        out += ".\n";
+        for s in &self.sections {
+            let ext = s.ext_peer.as_deref();
+            out += &format!(
+                "\n{} ({}):\n\n| case | threads | kuosan | {} | ratio |",
+                s.name, s.unit, s.peer
+            );
+            if let Some(e) = ext {
+                out += &format!(" {e} | ratio |");
+            }
+            let limit = if s.unit == "GB/s" {
+                "of copy"
+            } else {
+                "of FMA peak"
+            };
+            out += &format!(" {limit} |\n|---|---|---|---|---|");
+            if ext.is_some() {
+                out += "---|---|";
+            }
+            out += "---|\n";
+            for r in &s.rows {
+                out += &format!(
+                    "| {} | {} | {:.1} | {:.1} | {:.2}x |",
+                    r.case, r.threads, r.ours_gflops, r.peer_gflops, r.ratio
+                );
+                if ext.is_some() {
+                    match (r.ext, r.ext_ratio) {
+                        (Some(v), Some(q)) => out += &format!(" {v:.1} | {q:.2}x |"),
+                        _ => out += " - | - |",
+                    }
+                }
+                out += &format!(" {:.0}% |\n", 100.0 * r.frac_peak);
+            }
+        }
+        out
+    }
+}
+
 /// A peer's name cut to a column's width.
 fn short(name: &str) -> &str {
     let end = name.char_indices().nth(9).map_or(name.len(), |(i, _)| i);

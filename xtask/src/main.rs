@@ -78,6 +78,13 @@ enum BenchTarget {
     Train(ModelArgs),
     /// A sampling step (one U-Net forward without autograd) beside PyTorch's.
     Sample(ModelArgs),
+    /// Print saved `--json` results (of bench cpu, train or sample) as Markdown tables,
+    /// as the README shows them.
+    Table {
+        /// JSON files written by `bench ... --json`.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// CPU kernels (sgemm, conv2d, memory-bound) vs peers: matrixmultiply and a copy
     /// in-process, OpenBLAS (numpy) and PyTorch in a Python script; with the FMA peak.
     Cpu {
@@ -171,7 +178,6 @@ struct CpuArgs {
 
 fn main() -> ExitCode {
     quiet_mesa_device_select();
-    keep_freed_memory();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -191,29 +197,6 @@ fn quiet_mesa_device_select() {
         && std::env::var_os("NODEVICE_SELECT").is_none()
     {
         std::env::set_var("NODEVICE_SELECT", "1");
-    }
-}
-
-/// Every op returns a fresh tensor, and a U-Net step frees and re-allocates the same
-/// few-MiB activations hundreds of times. glibc serves blocks over its mmap threshold
-/// with fresh mappings and trims the heap's free top back to the OS, so each of them
-/// page-faults in (and is zeroed) again. Raising the threshold to its 32 MiB maximum and
-/// never trimming keeps the freed blocks for reuse: a sampling step ran 13% faster,
-/// with the same peak RSS (measured with `bench train`). glibc only; a no-op elsewhere.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn mallopt(param: i32, value: i32) -> i32;
-        }
-        const M_TRIM_THRESHOLD: i32 = -1;
-        const M_MMAP_THRESHOLD: i32 = -3;
-        // SAFETY: mallopt only changes allocator tunables; it is called before any other
-        // thread exists, and a rejected value leaves the default in place.
-        unsafe {
-            mallopt(M_MMAP_THRESHOLD, 32 << 20);
-            mallopt(M_TRIM_THRESHOLD, i32::MAX);
-        }
     }
 }
 
@@ -280,6 +263,26 @@ fn run(cli: Cli) -> Result<(), String> {
             let report = cpu::run(&opts)?;
             print!("{}", report.to_table());
             write_json(json, &report)
+        }
+        Cmd::Bench {
+            target: BenchTarget::Table { files },
+        } => {
+            for f in files {
+                let text = std::fs::read_to_string(&f)
+                    .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+                if let Ok(r) = serde_json::from_str::<model::ModelReport>(&text) {
+                    println!("{}", r.to_table());
+                } else if let Ok(r) = serde_json::from_str::<kuosan_benches::report::Report>(&text)
+                {
+                    println!("{}", r.to_markdown());
+                } else {
+                    return Err(format!(
+                        "{} is not a bench cpu / train / sample JSON result",
+                        f.display()
+                    ));
+                }
+            }
+            Ok(())
         }
         Cmd::Bench {
             target: BenchTarget::Train(a),

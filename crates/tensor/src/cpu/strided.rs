@@ -60,9 +60,23 @@ impl<const N: usize> Plan<N> {
     }
 
     /// Fills the contiguous `out` (rows * len elements) row by row, in parallel over fixed
-    /// blocks of rows: `f(out_row, offsets_of_row)`.
+    /// blocks of rows: `f(out_row, offsets_of_row)`. A row longer than a task (a
+    /// contiguous tensor coalesces into one row) is cut into task-sized pieces, each
+    /// given the operands' offsets at its first element, so those run in parallel too.
     pub fn for_each_row<T: Send>(&self, out: &mut [T], f: impl Fn(&mut [T], [usize; N]) + Sync) {
         let len = self.len.max(1);
+        if len > TASK_ELEMS {
+            for (r, row) in out.chunks_mut(len).enumerate() {
+                let base = self.row_offsets(r);
+                row.par_chunks_mut(TASK_ELEMS)
+                    .enumerate()
+                    .for_each(|(i, piece)| {
+                        let at = i * TASK_ELEMS;
+                        f(piece, std::array::from_fn(|k| base[k] + at * self.inner[k]));
+                    });
+            }
+            return;
+        }
         let rows_per_task = (TASK_ELEMS / len).max(1);
         out.par_chunks_mut(rows_per_task * len)
             .enumerate()
