@@ -55,8 +55,8 @@ macro_rules! gemm_impl {
         }
     };
 }
-gemm_impl!(f32, gemm::sgemm, gemm::sgemm_patches);
-gemm_impl!(f64, gemm::dgemm, gemm::dgemm_patches);
+gemm_impl!(f32, gemm::sgemm, gemm::gemm_patches);
+gemm_impl!(f64, gemm::dgemm, gemm::gemm_patches);
 
 /// `c = a b` (or `+=`) with a, b given as data and (row, column) strides.
 #[allow(clippy::too_many_arguments)]

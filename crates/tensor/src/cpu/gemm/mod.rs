@@ -138,13 +138,7 @@ pub fn sgemm_with(
     ) else {
         return;
     };
-    match kernel {
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 => avx512::sgemm(&p, c, parallel),
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2 => avx2::sgemm(&p, c, parallel),
-        _ => generic::sgemm(&p, c, parallel),
-    }
+    f32::run(kernel, &p, c, parallel);
 }
 
 /// [`dgemm`] with an explicit kernel (tests, benchmarks). Panics if `kernel` is not supported
@@ -179,63 +173,54 @@ pub fn dgemm_with(
     ) else {
         return;
     };
-    match kernel {
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 => avx512::dgemm(&p, c, parallel),
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2 => avx2::dgemm(&p, c, parallel),
-        _ => generic::dgemm(&p, c, parallel),
+    f64::run(kernel, &p, c, parallel);
+}
+
+/// A dtype's micro-kernels, by [`Kernel`].
+pub(crate) trait Dispatch: Element {
+    fn run(kernel: Kernel, p: &Problem<'_, Self>, c: &mut [Self], parallel: bool);
+}
+
+impl Dispatch for f32 {
+    fn run(kernel: Kernel, p: &Problem<'_, f32>, c: &mut [f32], parallel: bool) {
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => avx512::sgemm(p, c, parallel),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => avx2::sgemm(p, c, parallel),
+            _ => generic::sgemm(p, c, parallel),
+        }
+    }
+}
+
+impl Dispatch for f64 {
+    fn run(kernel: Kernel, p: &Problem<'_, f64>, c: &mut [f64], parallel: bool) {
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => avx512::dgemm(p, c, parallel),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => avx2::dgemm(p, c, parallel),
+            _ => generic::dgemm(p, c, parallel),
+        }
     }
 }
 
 /// C (m × HO·WO, row stride ldc) = or += A (m × Cin·KH·KW, strides (rsa, csa)) · the
 /// im2col matrix of one image, packed straight from the image (see [`Patches`]): a
 /// convolution without the im2col buffer. Same blocking, kernels and determinism as
-/// [`sgemm`].
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn sgemm_patches(
+/// [`sgemm`] / [`dgemm`].
+pub(crate) fn gemm_patches<T: Dispatch>(
     m: usize,
-    (a, rsa, csa): (&[f32], usize, usize),
-    b: Patches<'_, f32>,
-    c: &mut [f32],
+    a: (&[T], usize, usize),
+    b: Patches<'_, T>,
+    c: &mut [T],
     ldc: usize,
     accumulate: bool,
     parallel: bool,
 ) {
     let kernel = Kernel::selected();
-    let Some(p) = prepare_patches(kernel, m, (a, rsa, csa), b, c, ldc, accumulate) else {
-        return;
-    };
-    match kernel {
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 => avx512::sgemm(&p, c, parallel),
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2 => avx2::sgemm(&p, c, parallel),
-        _ => generic::sgemm(&p, c, parallel),
-    }
-}
-
-/// [`sgemm_patches`] for f64.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn dgemm_patches(
-    m: usize,
-    (a, rsa, csa): (&[f64], usize, usize),
-    b: Patches<'_, f64>,
-    c: &mut [f64],
-    ldc: usize,
-    accumulate: bool,
-    parallel: bool,
-) {
-    let kernel = Kernel::selected();
-    let Some(p) = prepare_patches(kernel, m, (a, rsa, csa), b, c, ldc, accumulate) else {
-        return;
-    };
-    match kernel {
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 => avx512::dgemm(&p, c, parallel),
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2 => avx2::dgemm(&p, c, parallel),
-        _ => generic::dgemm(&p, c, parallel),
+    if let Some(p) = prepare_patches(kernel, m, a, b, c, ldc, accumulate) {
+        T::run(kernel, &p, c, parallel);
     }
 }
 
