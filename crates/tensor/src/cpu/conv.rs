@@ -41,8 +41,10 @@ fn im2col<T: Float>(x: &[T], s: &ConvShape, col: &mut [T]) {
                     let (lo, hi) = valid_cols(s, wo, j);
                     dst[..lo].fill(T::ZERO);
                     dst[hi..].fill(T::ZERO);
-                    if sw == 1 {
-                        // Stride 1: the valid outputs read one contiguous run of the row.
+                    if sw == 1 && hi > lo {
+                        // Stride 1: the valid outputs read one contiguous run of the row
+                        // (none at all when the kernel is wider than the padded row
+                        // allows, and then lo + j may be below pw).
                         let start = lo + j - pw;
                         dst[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
                     } else {
@@ -370,6 +372,8 @@ mod tests {
             (4, 6, 20, 3, 1, 3, (1, 2), (0, 2)),
             (1, 1, 1, 1, 3, 3, (1, 1), (1, 1)),
             (5, 32, 32, 6, 3, 3, (1, 1), (1, 1)),
+            // Taps whose whole output row reads padding (w 1, kw 5, pw 2).
+            (1, 3, 1, 2, 1, 5, (1, 1), (0, 2)),
         ];
         for (c_in, h, w, c_out, kh, kw, stride, padding) in cases {
             let s = ConvShape {

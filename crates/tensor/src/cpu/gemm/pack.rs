@@ -172,7 +172,8 @@ pub(crate) fn pack_b_patches<T: Element, const NR: usize>(
                 let e = hi.clamp(a, ow1);
                 seg[..a - ow0].fill(T::ZERO);
                 seg[e - ow0..].fill(T::ZERO);
-                if sw == 1 {
+                if sw == 1 && e > a {
+                    // (With no valid output, a + j may be below pw: no copy at all.)
                     let start = a + j - pw;
                     seg[a - ow0..e - ow0].copy_from_slice(&src[start..start + (e - a)]);
                 } else {
