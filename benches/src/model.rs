@@ -443,28 +443,85 @@ impl ModelReport {
         );
         let p = self.peer.as_ref();
         let opt = |v: Option<f64>, d: usize| v.map_or("-".into(), |v| format!("{v:.d$}"));
+        let ratio = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}x"));
         if let Some(t) = self.train_img_per_s {
             s += &format!(
                 "| training img/s | {t:.1} | {} | {} |\n",
                 opt(p.map(|p| p.train_img_per_s), 1),
-                opt(p.and_then(|p| p.train_ratio), 2)
+                ratio(p.and_then(|p| p.train_ratio))
             );
         }
         s += &format!(
             "| sampling img-steps/s | {:.1} | {} | {} |\n",
             self.sample_img_steps_per_s,
             opt(p.map(|p| p.sample_img_steps_per_s), 1),
-            opt(p.map(|p| p.sample_ratio), 2)
+            ratio(p.map(|p| p.sample_ratio))
         );
         s += &format!(
             "| peak RSS MiB | {:.0} | {} | {} |\n",
             mib(self.peak_rss_bytes),
             opt(p.map(|p| mib(p.peak_rss_bytes)), 0),
-            opt(p.and_then(|p| p.memory_ratio), 2)
+            ratio(p.and_then(|p| p.memory_ratio))
         );
         if let Some(p) = p {
-            s += &format!("\npeer: {}; ratio = kuosan / peer for speed, kuosan / peer for memory (lower is better)\n", p.name);
+            s += &format!(
+                "\npeer: {}; ratios are kuosan / peer: throughput (higher is better), peak RSS (lower is better)\n",
+                p.name
+            );
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_take_each_field_over_rounds() {
+        let t = |train: Option<f64>, sample: f64, rss: u64| Timing {
+            train_step_ms: train,
+            sample_step_ms: sample,
+            peak_rss_bytes: rss,
+        };
+        let m = medians(&[
+            t(Some(3.0), 9.0, 5),
+            t(Some(1.0), 7.0, 6),
+            t(Some(2.0), 8.0, 4),
+        ]);
+        assert_eq!(
+            (m.train_step_ms, m.sample_step_ms, m.peak_rss_bytes),
+            (Some(2.0), 8.0, 5)
+        );
+        // Sampling-only rounds have no training median.
+        assert_eq!(medians(&[t(None, 1.0, 1)]).train_step_ms, None);
+    }
+
+    #[test]
+    fn configs_are_written_for_the_peer_and_bad_configs_are_errors() {
+        let dir = std::env::temp_dir().join(format!("kuosan-bench-model-{}", std::process::id()));
+        let cfg = model_config("tiny", 4).expect("preset");
+        assert_eq!(cfg.train.batch, 4);
+        let (unet, text) = write_configs(&cfg, &dir).expect("writable");
+        let u: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(unet).unwrap()).unwrap();
+        assert_eq!(u["_class_name"], "UNet2DConditionModel");
+        let t: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(text).unwrap()).unwrap();
+        assert_eq!(t["model_type"], "clip_text_model");
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(model_config("no-such-config.json", 4).is_err());
+        let opts = Options {
+            config: "tiny".into(),
+            batch: 0,
+            device: "cpu".into(),
+            train: true,
+            rounds: 5,
+            steps: 1,
+            threads: 1,
+            out: dir,
+            peer: None,
+        };
+        assert!(run(&opts).unwrap_err().contains("at least 1"));
     }
 }

@@ -115,3 +115,64 @@ pub fn attach(report: &mut Report, runs: &[PeerRun]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Row, Section};
+
+    fn run(threads: usize, value: f64) -> PeerRun {
+        PeerRun {
+            peers: Names {
+                blas: Some("OpenBLAS".into()),
+                torch: Some("torch".into()),
+            },
+            threads,
+            rows: vec![PeerRow {
+                section: "sgemm".into(),
+                case: "256³".into(),
+                value,
+            }],
+        }
+    }
+
+    #[test]
+    fn attach_keeps_the_peers_better_run_per_thread_count() {
+        let row = |threads| Row {
+            case: "256³".into(),
+            threads,
+            flop: 1.0,
+            ours_gflops: 100.0,
+            peer_gflops: 90.0,
+            ratio: 100.0 / 90.0,
+            frac_peak: 0.9,
+            reps: 5,
+            ext: None,
+            ext_ratio: None,
+        };
+        let mut report = Report {
+            sections: vec![Section {
+                name: "sgemm".into(),
+                unit: "GFLOP/s".into(),
+                peer: "matrixmultiply".into(),
+                ext_peer: None,
+                rows: vec![row(1), row(2)],
+            }],
+            ..Report::default()
+        };
+        attach(&mut report, &[run(1, 80.0), run(1, 125.0), run(2, 50.0)]);
+        let s = &report.sections[0];
+        assert_eq!(s.ext_peer.as_deref(), Some("OpenBLAS"));
+        assert_eq!(
+            (s.rows[0].ext, s.rows[0].ext_ratio),
+            (Some(125.0), Some(0.8))
+        );
+        assert_eq!(
+            (s.rows[1].ext, s.rows[1].ext_ratio),
+            (Some(50.0), Some(2.0))
+        );
+        assert!(report
+            .to_markdown()
+            .contains("| 256³ | 1 | 100.0 | 90.0 | 1.11x | 125.0 | 0.80x | 90% |"));
+    }
+}
