@@ -328,8 +328,8 @@ pub fn run_child(
     let c = cfg.image_channels();
     let s = cfg.unet.sample_size;
     let x0 = Tensor::randn([batch, c, s, s], DType::F32, &device, &mut rng).map_err(terr)?;
-    // Prompts one byte short of filling the tokenizer's length with BOS and EOS: the
-    // padded length is the same whatever they say.
+    // Every prompt is padded to the tokenizer's full length, so what they say does not
+    // change the work.
     let captions: Vec<String> = (0..batch)
         .map(|i| format!("a red circle on the left {i}"))
         .collect();
