@@ -51,7 +51,9 @@ fn cases(opts: &Options) -> Vec<serde_json::Value> {
 
 /// Runs the script once at `threads` threads with `python`.
 pub fn run(python: &Path, threads: usize, opts: &Options) -> Result<PeerRun, String> {
-    let script = std::env::temp_dir().join("kuosan_peer_kernels.py");
+    // Named per process, so two benchmarks at once do not write over each other's.
+    let script =
+        std::env::temp_dir().join(format!("kuosan_peer_kernels_{}.py", std::process::id()));
     std::fs::write(&script, include_str!("../peer_kernels.py"))
         .map_err(|e| format!("cannot write {}: {e}", script.display()))?;
     let t = threads.to_string();

@@ -359,6 +359,14 @@ pub(crate) fn conv2d_backward_weight<T: Gemm + Direct>(x: &[T], dy: &[T], s: &Co
 mod tests {
     use super::*;
 
+    /// Deterministic test values of both signs, no two neighbours alike.
+    fn data(len: usize, salt: usize) -> Vec<f32> {
+        let (mul, m, scale) = [(37, 101, 25.0), (53, 97, 30.0)][salt];
+        (0..len)
+            .map(|i| ((i * mul % m) as f32 - (m / 2) as f32) / scale)
+            .collect()
+    }
+
     /// The implicit GEMM equals im2col + GEMM bit for bit (the same products and sums
     /// in the same order), across K blocks (Cin·9 > kc), output rows cut by B panels,
     /// strides, uneven padding and non-square kernels.
@@ -388,12 +396,8 @@ mod tests {
                 padding,
             };
             let (k, p) = col_dims(&s);
-            let x: Vec<f32> = (0..c_in * h * w)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
-                .collect();
-            let wt: Vec<f32> = (0..c_out * k)
-                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 30.0)
-                .collect();
+            let x = data(c_in * h * w, 0);
+            let wt = data(c_out * k, 1);
             let mut col = vec![0f32; k * p];
             im2col(&x, &s, &mut col);
             let mut want = vec![0f32; c_out * p];
@@ -445,12 +449,8 @@ mod tests {
                 eprintln!("no AVX-512 here: the direct kernel is not used, nothing to compare");
                 return;
             }
-            let x: Vec<f32> = (0..n * c_in * h * w)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
-                .collect();
-            let wt: Vec<f32> = (0..c_out * c_in * kh * kw)
-                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 30.0)
-                .collect();
+            let x = data(n * c_in * h * w, 0);
+            let wt = data(c_out * c_in * kh * kw, 1);
             let bias: Vec<f32> = (0..c_out).map(|i| i as f32 * 0.25 - 1.0).collect();
             let direct = f32::direct(&x, &wt, Some(&bias), &s).expect("applies");
             // The GEMM path, image by image.
@@ -500,12 +500,8 @@ mod tests {
                 eprintln!("no AVX-512 here: the direct kernel is not used, nothing to compare");
                 return;
             }
-            let x: Vec<f32> = (0..n * c_in * h * w)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
-                .collect();
-            let dy: Vec<f32> = (0..n * c_out * s.h_out() * s.w_out())
-                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 30.0)
-                .collect();
+            let x = data(n * c_in * h * w, 0);
+            let dy = data(n * c_out * s.h_out() * s.w_out(), 1);
             let (k, p) = col_dims(&s);
             let mut direct = vec![0f32; c_out * k];
             let mut want = vec![0f32; c_out * k];

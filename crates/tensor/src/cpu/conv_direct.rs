@@ -87,7 +87,8 @@ impl Prepared {
 }
 
 /// yn [Cout, HO, WO] = conv(xn [Cin, H, W]) + bias for one image; `pad` is scratch of
-/// `Prepared::scratch` elements.
+/// `Prepared::scratch` elements, zero outside the interior (as `per_image` hands it out
+/// and this function leaves it).
 pub(crate) fn conv_image(
     p: &Prepared,
     xn: &[f32],
@@ -97,7 +98,8 @@ pub(crate) fn conv_image(
     pad: &mut [f32],
 ) {
     let (ph, pw) = s.padding;
-    pad.fill(0.0);
+    // Only the interior is written, image after image: the border and slack keep the
+    // zeros the scratch buffer starts with.
     for c in 0..s.c_in {
         for ih in 0..s.h {
             let dst = (c * p.hp + ih + ph) * p.wp + pw;
