@@ -4,6 +4,8 @@
 //! alg. 2) instead of storing them.
 
 use super::matmul::{gemm_into, Gemm};
+use super::softmax::exp_shifted_sum;
+use super::wide::wide;
 use crate::ops::AttnShape;
 use rayon::prelude::*;
 
@@ -87,11 +89,7 @@ fn attention_head<T: Gemm>(
                 row.fill(T::ZERO);
                 continue;
             }
-            let mut sum = T::ZERO;
-            for x in row.iter_mut() {
-                *x = (*x - max).exp_fast();
-                sum += *x;
-            }
+            let sum = wide(|| exp_shifted_sum(row, max));
             let inv = T::ONE / sum;
             row.iter_mut().for_each(|x| *x *= inv);
             lse[i0 + r] = max + sum.ln();
@@ -184,7 +182,7 @@ fn attention_head_backward<T: Gemm>(
             if l == T::NEG_INFINITY {
                 row.fill(T::ZERO);
             } else {
-                row.iter_mut().for_each(|x| *x = (*x - l).exp_fast());
+                wide(|| row.iter_mut().for_each(|x| *x = (*x - l).exp_fast()));
             }
             let di: T = (0..s.dv)
                 .map(|c| doh[i * s.dv + c] * oh[i * s.dv + c])

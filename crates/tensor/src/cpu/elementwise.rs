@@ -2,6 +2,7 @@
 //! where, and strided copies. Rows with unit strides get loops the compiler vectorises.
 
 use super::strided::Plan;
+use super::wide::wide;
 use crate::ops::{BinaryOp, MapFn, MapFn2, UnaryOp};
 use crate::{Float, Layout};
 
@@ -15,16 +16,18 @@ pub(crate) fn map<T: Copy + Send + Sync, U: Copy + Send + Sync + Default>(
     let mut out = vec![U::default(); l.elem_count()];
     let s = plan.inner[0];
     plan.for_each_row(&mut out, |row, [o]| {
-        if s == 1 {
-            let n = row.len();
-            for (y, &v) in row.iter_mut().zip(&x[o..o + n]) {
-                *y = f(v);
+        wide(|| {
+            if s == 1 {
+                let n = row.len();
+                for (y, &v) in row.iter_mut().zip(&x[o..o + n]) {
+                    *y = f(v);
+                }
+            } else {
+                for (j, y) in row.iter_mut().enumerate() {
+                    *y = f(x[o + j * s]);
+                }
             }
-        } else {
-            for (j, y) in row.iter_mut().enumerate() {
-                *y = f(x[o + j * s]);
-            }
-        }
+        })
     });
     out
 }
@@ -42,7 +45,7 @@ pub(crate) fn zip<T: Copy + Send + Sync + Default>(
     let [sx, sy] = plan.inner;
     plan.for_each_row(&mut out, |row, [ox, oy]| {
         let n = row.len();
-        match (sx, sy) {
+        wide(|| match (sx, sy) {
             (1, 1) => {
                 for ((z, &a), &b) in row.iter_mut().zip(&x[ox..ox + n]).zip(&y[oy..oy + n]) {
                     *z = f(a, b);
@@ -65,7 +68,7 @@ pub(crate) fn zip<T: Copy + Send + Sync + Default>(
                     *z = f(x[ox + j * sx], y[oy + j * sy]);
                 }
             }
-        }
+        })
     });
     out
 }

@@ -15,6 +15,7 @@ mod reduce;
 pub mod reference;
 mod softmax;
 mod strided;
+mod wide;
 
 use crate::backend::{BackendStorage, Operand};
 use crate::ops::{AdamWStep, AttnShape, BinaryOp, ConvShape, NormShape, ReduceOp, UnaryOp};

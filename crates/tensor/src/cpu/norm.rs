@@ -3,6 +3,7 @@
 //! (two-pass mean/variance with f64 sums), and the fused backward. Per-element work is
 //! in the compute dtype; only the group sums are f64.
 
+use super::wide::wide;
 use crate::ops::NormShape;
 use crate::Float;
 use rayon::prelude::*;
@@ -13,13 +14,30 @@ use rayon::prelude::*;
 /// thread count.
 const LANES: usize = 8;
 
-#[inline]
+#[inline(always)]
 fn combine(acc: [f64; LANES]) -> f64 {
     ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 }
 
+/// Sum of f(a, b) over the pairs of `a` and `b` in f64, lane-wise.
+#[inline(always)]
+fn lane_sum2<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> f64) -> f64 {
+    let mut acc = [0f64; LANES];
+    let (ac, ar) = a.as_chunks::<LANES>();
+    let (bc, br) = b.as_chunks::<LANES>();
+    for (a8, b8) in ac.iter().zip(bc) {
+        for l in 0..LANES {
+            acc[l] += f(a8[l], b8[l]);
+        }
+    }
+    for (l, (&x, &y)) in ar.iter().zip(br).enumerate() {
+        acc[l] += f(x, y);
+    }
+    combine(acc)
+}
+
 /// Sum of f(x) over `xs` in f64, lane-wise.
-#[inline]
+#[inline(always)]
 fn lane_sum<T: Float>(xs: &[T], f: impl Fn(T) -> f64) -> f64 {
     let mut acc = [0f64; LANES];
     let (chunks, rest) = xs.as_chunks::<LANES>();
@@ -34,7 +52,7 @@ fn lane_sum<T: Float>(xs: &[T], f: impl Fn(T) -> f64) -> f64 {
     combine(acc)
 }
 
-#[inline]
+#[inline(always)]
 fn sigmoid<T: Float>(v: T) -> T {
     T::ONE / (T::ONE + (-v).exp_fast())
 }
@@ -58,33 +76,45 @@ pub(crate) fn norm<T: Float>(
         .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
         .enumerate()
         .for_each(|(gi, ((yg, xg), (mu_out, rs_out)))| {
-            let mu = lane_sum(xg, |v| v.to_f64()) / m as f64;
-            let var = lane_sum(xg, |v| (v.to_f64() - mu).powi(2)) / m as f64;
-            let rs = 1.0 / (var + s.eps).sqrt();
-            *mu_out = T::from_f64(mu);
-            *rs_out = T::from_f64(rs);
-            let c0 = (gi % s.groups) * s.cpg;
-            let mu_t = T::from_f64(mu);
-            for j in 0..s.cpg {
-                // y = (x - mu) (rs w) + b: subtracting first keeps a tiny-variance group
-                // exact (folding mu into the shift would cancel catastrophically).
-                let scale = T::from_f64(rs * w.map_or(1.0, |w| w[c0 + j].to_f64()));
-                let shift = b.map_or(T::ZERO, |b| b[c0 + j]);
-                let range = j * s.inner..(j + 1) * s.inner;
-                let (yr, xr) = (&mut yg[range.clone()], &xg[range]);
-                if s.silu {
-                    for (yv, &xv) in yr.iter_mut().zip(xr) {
-                        let v = (xv - mu_t) * scale + shift;
-                        *yv = v * sigmoid(v);
-                    }
-                } else {
-                    for (yv, &xv) in yr.iter_mut().zip(xr) {
-                        *yv = (xv - mu_t) * scale + shift;
-                    }
-                }
-            }
+            (*mu_out, *rs_out) = wide(|| norm_group(gi, xg, yg, (w, b), s));
         });
     (y, mean, rstd)
+}
+
+/// One group of the forward: normalises x into y and returns (mean, rstd).
+#[inline(always)]
+fn norm_group<T: Float>(
+    gi: usize,
+    xg: &[T],
+    yg: &mut [T],
+    (w, b): (Option<&[T]>, Option<&[T]>),
+    s: &NormShape,
+) -> (T, T) {
+    let m = xg.len();
+    let mu = lane_sum(xg, |v| v.to_f64()) / m as f64;
+    let var = lane_sum(xg, |v| (v.to_f64() - mu).powi(2)) / m as f64;
+    let rs = 1.0 / (var + s.eps).sqrt();
+    let c0 = (gi % s.groups) * s.cpg;
+    let mu_t = T::from_f64(mu);
+    for j in 0..s.cpg {
+        // y = (x - mu) (rs w) + b: subtracting first keeps a tiny-variance group
+        // exact (folding mu into the shift would cancel catastrophically).
+        let scale = T::from_f64(rs * w.map_or(1.0, |w| w[c0 + j].to_f64()));
+        let shift = b.map_or(T::ZERO, |b| b[c0 + j]);
+        let range = j * s.inner..(j + 1) * s.inner;
+        let (yr, xr) = (&mut yg[range.clone()], &xg[range]);
+        if s.silu {
+            for (yv, &xv) in yr.iter_mut().zip(xr) {
+                let v = (xv - mu_t) * scale + shift;
+                *yv = v * sigmoid(v);
+            }
+        } else {
+            for (yv, &xv) in yr.iter_mut().zip(xr) {
+                *yv = (xv - mu_t) * scale + shift;
+            }
+        }
+    }
+    (T::from_f64(mu), T::from_f64(rs))
 }
 
 /// (dx, dw, db) given (x, dy), the affine (w, b) and the saved (mean, rstd). With
@@ -108,62 +138,17 @@ pub(crate) fn norm_backward<T: Float>(
             .zip(pw.par_chunks_mut(s.cpg).zip(pb.par_chunks_mut(s.cpg)))
             .enumerate()
             .for_each(|(gi, ((dxg, (xg, dyg)), (pwg, pbg)))| {
-                let (mu, rs) = (mean[gi], rstd[gi]);
-                let c0 = (gi % s.groups) * s.cpg;
-                let wj = |j: usize| w.map_or(T::ONE, |w| w[c0 + j]);
-                let bj = |j: usize| b.map_or(T::ZERO, |b| b[c0 + j]);
-                // d: the gradient at the normaliser's output (through the fused SiLU),
-                // kept in dx for the second pass.
-                let (mut sum_g, mut sum_gx) = (0.0, 0.0);
-                for j in 0..s.cpg {
-                    let (wv, bv) = (wj(j), bj(j));
-                    let d_at = |x: T, dy: T| {
-                        let xh = (x - mu) * rs;
-                        let d = if s.silu {
-                            let v = xh * wv + bv;
-                            let sg = sigmoid(v);
-                            dy * sg * (T::ONE + v * (T::ONE - sg))
-                        } else {
-                            dy
-                        };
-                        (d, xh)
-                    };
-                    let range = j * s.inner..(j + 1) * s.inner;
-                    let (xc, xr) = xg[range.clone()].as_chunks::<LANES>();
-                    let (dyc, dyr) = dyg[range.clone()].as_chunks::<LANES>();
-                    let (dxc, dxr) = dxg[range].as_chunks_mut::<LANES>();
-                    let (mut sd, mut sdx) = ([0f64; LANES], [0f64; LANES]);
-                    for ((x8, dy8), dx8) in xc.iter().zip(dyc).zip(dxc) {
-                        for l in 0..LANES {
-                            let (d, xh) = d_at(x8[l], dy8[l]);
-                            dx8[l] = d;
-                            sd[l] += d.to_f64();
-                            sdx[l] += (d * xh).to_f64();
-                        }
-                    }
-                    for (l, ((&x, &dy), dx)) in xr.iter().zip(dyr).zip(dxr).enumerate() {
-                        let (d, xh) = d_at(x, dy);
-                        *dx = d;
-                        sd[l] += d.to_f64();
-                        sdx[l] += (d * xh).to_f64();
-                    }
-                    let (sd, sdx) = (combine(sd), combine(sdx));
-                    pwg[j] = sdx;
-                    pbg[j] = sd;
-                    sum_g += wv.to_f64() * sd;
-                    sum_gx += wv.to_f64() * sdx;
-                }
-                let (a, bm) = (
-                    T::from_f64(sum_g / m as f64),
-                    T::from_f64(sum_gx / m as f64),
-                );
-                for j in 0..s.cpg {
-                    let wv = wj(j);
-                    for i in j * s.inner..(j + 1) * s.inner {
-                        let xh = (xg[i] - mu) * rs;
-                        dxg[i] = rs * (dxg[i] * wv - a - xh * bm);
-                    }
-                }
+                wide(|| {
+                    norm_backward_group(
+                        gi,
+                        (xg, dyg),
+                        dxg,
+                        (pwg, pbg),
+                        (w, b),
+                        (mean[gi], rstd[gi]),
+                        s,
+                    )
+                })
             });
     }
     let channel_sum = |p: &[f64]| -> Vec<T> {
@@ -173,4 +158,58 @@ pub(crate) fn norm_backward<T: Float>(
             .collect()
     };
     (dx, channel_sum(&pw), channel_sum(&pb))
+}
+
+/// One group of the backward: writes its dx and its channels' partial sums of d xhat
+/// (`pwg`) and d (`pbg`).
+#[inline(always)]
+fn norm_backward_group<T: Float>(
+    gi: usize,
+    (xg, dyg): (&[T], &[T]),
+    dxg: &mut [T],
+    (pwg, pbg): (&mut [f64], &mut [f64]),
+    (w, b): (Option<&[T]>, Option<&[T]>),
+    (mu, rs): (T, T),
+    s: &NormShape,
+) {
+    let m = xg.len();
+    let c0 = (gi % s.groups) * s.cpg;
+    let wj = |j: usize| w.map_or(T::ONE, |w| w[c0 + j]);
+    let bj = |j: usize| b.map_or(T::ZERO, |b| b[c0 + j]);
+    // d: the gradient at the normaliser's output (through the fused SiLU), kept in dx
+    // for the last pass. Each pass is its own simple loop so that each vectorises (one
+    // loop doing the exp and both sums did not).
+    let (mut sum_g, mut sum_gx) = (0.0, 0.0);
+    for j in 0..s.cpg {
+        let (wv, bv) = (wj(j), bj(j));
+        let range = j * s.inner..(j + 1) * s.inner;
+        let (xr, dyr, dxr) = (&xg[range.clone()], &dyg[range.clone()], &mut dxg[range]);
+        if s.silu {
+            for ((d, &x), &dy) in dxr.iter_mut().zip(xr).zip(dyr) {
+                let v = (x - mu) * rs * wv + bv;
+                let sg = sigmoid(v);
+                *d = dy * sg * (T::ONE + v * (T::ONE - sg));
+            }
+        } else {
+            dxr.copy_from_slice(dyr);
+        }
+        let sd = lane_sum(dxr, |d| d.to_f64());
+        let sdx = lane_sum2(dxr, xr, |d, x| (d * ((x - mu) * rs)).to_f64());
+        pwg[j] = sdx;
+        pbg[j] = sd;
+        sum_g += wv.to_f64() * sd;
+        sum_gx += wv.to_f64() * sdx;
+    }
+    let (a, bm) = (
+        T::from_f64(sum_g / m as f64),
+        T::from_f64(sum_gx / m as f64),
+    );
+    for j in 0..s.cpg {
+        let wv = wj(j);
+        let range = j * s.inner..(j + 1) * s.inner;
+        for (d, &x) in dxg[range.clone()].iter_mut().zip(&xg[range]) {
+            let xh = (x - mu) * rs;
+            *d = rs * (*d * wv - a - xh * bm);
+        }
+    }
 }

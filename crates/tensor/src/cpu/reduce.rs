@@ -25,6 +25,14 @@ pub(crate) fn reduce<T: Float>(x: &[T], l: &Layout, op: ReduceOp, dims: &[usize]
         // Only sums reach here (the tensor layer rejects max/min of nothing).
         return vec![T::ZERO; rows];
     }
+    // A sum over leading axes of a contiguous tensor (a bias gradient: [B, L, C] -> [C])
+    // reads the rows in place instead of transposing the whole tensor first.
+    let leading = dims.iter().enumerate().all(|(i, &d)| i == d);
+    if let (ReduceOp::Sum, true, Some(r), true) =
+        (op, leading, l.contiguous_range(), row < 2 * BLOCK)
+    {
+        return sum_leading(&x[r], row, rows);
+    }
     let data: Cow<[T]> = match pl.contiguous_range() {
         Some(r) => Cow::Borrowed(&x[r]),
         None => Cow::Owned(map(x, &pl, |v| v)),
@@ -48,6 +56,34 @@ pub(crate) fn reduce<T: Float>(x: &[T], l: &Layout, op: ReduceOp, dims: &[usize]
                 *y = f(r);
             }
         });
+    out
+}
+
+/// Columns of the output a task of [`sum_leading`] handles.
+const COLUMNS: usize = 256;
+
+/// out[c] = sum over r of x[r k + c] for x [n, k], each column summed in exactly
+/// [`sum_row`]'s order (lane r mod 8 for the first 8 floor(n / 8) rows, the rest in
+/// order, the lanes combined pairwise), so it equals the transpose-then-`sum_row` path
+/// bit for bit while the loads stay contiguous and vectorise across columns.
+fn sum_leading<T: Float>(x: &[T], n: usize, k: usize) -> Vec<T> {
+    let mut out = vec![T::ZERO; k];
+    let full = n / 8 * 8;
+    out.par_chunks_mut(COLUMNS).enumerate().for_each(|(t, o)| {
+        let (c0, w) = (t * COLUMNS, o.len());
+        let mut acc = vec![T::ZERO; 8 * w];
+        for r in 0..full {
+            let lane = &mut acc[(r % 8) * w..][..w];
+            for (a, &v) in lane.iter_mut().zip(&x[r * k + c0..][..w]) {
+                *a += v;
+            }
+        }
+        for (j, y) in o.iter_mut().enumerate() {
+            let a = |l: usize| acc[l * w + j];
+            let tail: T = (full..n).map(|r| x[r * k + c0 + j]).sum();
+            *y = ((a(0) + a(1)) + (a(2) + a(3))) + ((a(4) + a(5)) + (a(6) + a(7))) + tail;
+        }
+    });
     out
 }
 
@@ -76,4 +112,37 @@ pub(crate) fn sum_row<T: Float>(x: &[T]) -> T {
 /// max/min fold over a non-empty row; `pick` propagates NaN.
 fn fold_row<T: Float>(x: &[T], pick: impl Fn(T, T) -> T) -> T {
     x[1..].iter().fold(x[0], |acc, &v| pick(acc, v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The in-place sum over leading axes equals transposing and summing rows, bit for
+    /// bit, at lane tails, column-block tails and size-1 axes.
+    #[test]
+    fn leading_sum_matches_the_transposed_path() {
+        for &(n, k) in &[
+            (1, 1),
+            (7, 3),
+            (8, 257),
+            (9, 256),
+            (64, 64),
+            (333, 513),
+            (16, 1),
+        ] {
+            let x: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 7919 + 13) % 1009) as f32 / 97.0 - 5.0)
+                .collect();
+            let got = sum_leading(&x, n, k);
+            let want: Vec<f32> = (0..k)
+                .map(|c| sum_row(&(0..n).map(|r| x[r * k + c]).collect::<Vec<_>>()))
+                .collect();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "[{n}, {k}]");
+            // Through `reduce`, over the leading axes of a 3-d view.
+            let l = Layout::contiguous([n, 1, k]);
+            assert_eq!(bits(&reduce(&x, &l, ReduceOp::Sum, &[0, 1])), bits(&want));
+        }
+    }
 }

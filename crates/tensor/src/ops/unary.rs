@@ -20,7 +20,7 @@ fn c<T: Float>(v: f64) -> T {
 
 /// The logistic function, branch-free so the f32 loop vectorises: where e^-x overflows
 /// to +inf the quotient is the right limit, 0.
-#[inline]
+#[inline(always)]
 fn sigmoid<T: Float>(x: T) -> T {
     T::ONE / (T::ONE + (-x).exp_fast())
 }
