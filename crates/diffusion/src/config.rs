@@ -3,6 +3,7 @@
 //! file form with the same sections (`unet` in diffusers' keys, `text_encoder` in
 //! transformers' keys, `scheduler`, `train`), in which an unknown key is an error.
 
+use crate::timesteps::{BiasStrategy, TimestepBias};
 use crate::unet::UNetConfig;
 use crate::{BetaSchedule, Prediction};
 use kuosan_textenc::TextConfig;
@@ -25,6 +26,8 @@ pub struct TrainConfig {
     /// The text encoder learns at this multiple of `lr` (it starts from nothing and
     /// must learn to read before the U-Net can follow a prompt).
     pub text_lr_scale: f64,
+    /// Which timesteps training draws (uniform unless a config asks for a bias).
+    pub timestep_bias: TimestepBias,
 }
 
 /// Everything that defines a model and how it trains.
@@ -221,6 +224,7 @@ impl ModelConfig {
                 grad_clip: 1.0,
                 weight_decay: 0.01,
                 text_lr_scale: 1.0,
+                timestep_bias: TimestepBias::default(),
             },
         })
     }
@@ -243,6 +247,9 @@ impl ModelConfig {
                 "lr": t.lr, "batch": t.batch, "steps": t.steps, "warmup": t.warmup,
                 "ema_decay": t.ema_decay, "cond_drop": t.cond_drop, "min_snr_gamma": t.min_snr_gamma,
                 "grad_clip": t.grad_clip, "weight_decay": t.weight_decay, "text_lr_scale": t.text_lr_scale,
+                "timestep_bias_strategy": t.timestep_bias.strategy.name(),
+                "timestep_bias_multiplier": t.timestep_bias.multiplier,
+                "timestep_bias_portion": t.timestep_bias.portion,
             },
         })
     }
@@ -315,6 +322,9 @@ impl ModelConfig {
             "grad_clip",
             "weight_decay",
             "text_lr_scale",
+            "timestep_bias_strategy",
+            "timestep_bias_multiplier",
+            "timestep_bias_portion",
         ];
         only_keys(tr, &keys, &format!("{origin}: train"))?;
         let num = |k: &str| {
@@ -335,6 +345,26 @@ impl ModelConfig {
             text_lr_scale: match tr.get("text_lr_scale") {
                 None => 1.0,
                 Some(_) => num("text_lr_scale")?,
+            },
+            timestep_bias: {
+                let d = TimestepBias::default();
+                let opt_num = |k: &str, default: f64| match tr.get(k) {
+                    None => Ok(default),
+                    Some(_) => num(k),
+                };
+                let strategy = match tr.get("timestep_bias_strategy") {
+                    None => d.strategy,
+                    Some(v) => v.as_str().and_then(BiasStrategy::parse).ok_or_else(|| {
+                        format!("{origin}: train.timestep_bias_strategy must be \"none\", \"earlier\" or \"later\", got {v}")
+                    })?,
+                };
+                let b = TimestepBias {
+                    strategy,
+                    multiplier: opt_num("timestep_bias_multiplier", d.multiplier)?,
+                    portion: opt_num("timestep_bias_portion", d.portion)?,
+                };
+                b.validate().map_err(|e| format!("{origin}: train.{e}"))?;
+                b
             },
         };
         if !(train.text_lr_scale >= 0.0 && train.text_lr_scale.is_finite()) {

@@ -21,6 +21,7 @@ pub mod run;
 pub mod sample;
 pub mod schedule;
 pub mod scheduler;
+pub mod timesteps;
 pub mod train;
 pub mod unet;
 

@@ -182,10 +182,7 @@ pub fn train(opts: &TrainOptions, mut on_step: impl FnMut(&Progress)) -> Result<
         let steps_t: Vec<usize> = rng
             .uniform_f32(t.batch)
             .iter()
-            .map(|&u| {
-                ((u as f64 * cfg.num_train_timesteps as f64) as usize)
-                    .min(cfg.num_train_timesteps - 1)
-            })
+            .map(|&u| t.timestep_bias.sample(u, cfg.num_train_timesteps))
             .collect();
         let noise = Tensor::randn(x0.dims(), x0.dtype(), &opts.device, &mut rng)?;
         let noisy = NoisyBatch {
