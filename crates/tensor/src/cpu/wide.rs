@@ -4,6 +4,9 @@
 //! arithmetic chains, not by memory, and compiled for AVX-512 they run ~2x faster
 //! (measured on the benchmark machine's Zen 4: SiLU 1.4 -> 2.9 G elements/s per core).
 //!
+//! Not everything gains: AdamW's loop (a square root and a division per element) ran at
+//! half the speed in its AVX-512 form on that machine, so it stays AVX2.
+//!
 //! The same source is compiled twice and picked at run time, like the GEMM kernels
 //! (`KUOSAN_GEMM_KERNEL=avx2` turns this off too). Results are bitwise the same on both:
 //! the loops are elementwise or keep explicit accumulator lanes, and IEEE arithmetic
