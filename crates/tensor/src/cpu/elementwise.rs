@@ -13,23 +13,24 @@ pub(crate) fn map<T: Copy + Send + Sync, U: Copy + Send + Sync + Default>(
     f: impl Fn(T) -> U + Sync + Copy,
 ) -> Vec<U> {
     let plan = Plan::new([l]);
-    let mut out = vec![U::default(); l.elem_count()];
     let s = plan.inner[0];
-    plan.for_each_row(&mut out, |row, [o]| {
-        wide(|| {
-            if s == 1 {
-                let n = row.len();
-                for (y, &v) in row.iter_mut().zip(&x[o..o + n]) {
-                    *y = f(v);
+    // SAFETY: both branches write every element of the row.
+    unsafe {
+        plan.collect_rows(l.elem_count(), |row, [o]| {
+            wide(|| {
+                if s == 1 {
+                    let n = row.len();
+                    for (y, &v) in row.iter_mut().zip(&x[o..o + n]) {
+                        y.write(f(v));
+                    }
+                } else {
+                    for (j, y) in row.iter_mut().enumerate() {
+                        y.write(f(x[o + j * s]));
+                    }
                 }
-            } else {
-                for (j, y) in row.iter_mut().enumerate() {
-                    *y = f(x[o + j * s]);
-                }
-            }
+            })
         })
-    });
-    out
+    }
 }
 
 /// z = f(x, y) for two strided operands of one shape (broadcast views included).
@@ -41,36 +42,37 @@ pub(crate) fn zip<T: Copy + Send + Sync + Default>(
     f: impl Fn(T, T) -> T + Sync + Copy,
 ) -> Vec<T> {
     let plan = Plan::new([lx, ly]);
-    let mut out = vec![T::default(); lx.elem_count()];
     let [sx, sy] = plan.inner;
-    plan.for_each_row(&mut out, |row, [ox, oy]| {
-        let n = row.len();
-        wide(|| match (sx, sy) {
-            (1, 1) => {
-                for ((z, &a), &b) in row.iter_mut().zip(&x[ox..ox + n]).zip(&y[oy..oy + n]) {
-                    *z = f(a, b);
+    // SAFETY: every branch writes every element of the row.
+    unsafe {
+        plan.collect_rows(lx.elem_count(), |row, [ox, oy]| {
+            let n = row.len();
+            wide(|| match (sx, sy) {
+                (1, 1) => {
+                    for ((z, &a), &b) in row.iter_mut().zip(&x[ox..ox + n]).zip(&y[oy..oy + n]) {
+                        z.write(f(a, b));
+                    }
                 }
-            }
-            (1, 0) => {
-                let b = y[oy];
-                for (z, &a) in row.iter_mut().zip(&x[ox..ox + n]) {
-                    *z = f(a, b);
+                (1, 0) => {
+                    let b = y[oy];
+                    for (z, &a) in row.iter_mut().zip(&x[ox..ox + n]) {
+                        z.write(f(a, b));
+                    }
                 }
-            }
-            (0, 1) => {
-                let a = x[ox];
-                for (z, &b) in row.iter_mut().zip(&y[oy..oy + n]) {
-                    *z = f(a, b);
+                (0, 1) => {
+                    let a = x[ox];
+                    for (z, &b) in row.iter_mut().zip(&y[oy..oy + n]) {
+                        z.write(f(a, b));
+                    }
                 }
-            }
-            _ => {
-                for (j, z) in row.iter_mut().enumerate() {
-                    *z = f(x[ox + j * sx], y[oy + j * sy]);
+                _ => {
+                    for (j, z) in row.iter_mut().enumerate() {
+                        z.write(f(x[ox + j * sx], y[oy + j * sy]));
+                    }
                 }
-            }
+            })
         })
-    });
-    out
+    }
 }
 
 /// out = cond != 0 ? t : f, all strided and of one shape, cond already in T.

@@ -1,5 +1,6 @@
 //! Softmax over the last axis, one row per task: max, exp and sum, then scale.
 
+use super::reduce::sum_row;
 use super::wide::wide;
 use crate::Float;
 use rayon::prelude::*;
@@ -24,25 +25,12 @@ pub(crate) fn softmax_row<T: Float>(x: &[T], y: &mut [T]) {
     y.iter_mut().for_each(|v| *v *= inv);
 }
 
-/// Independent partial sums in [`exp_shifted_sum`].
-const LANES: usize = 8;
-
-/// Sets each x to exp(x - shift) and returns their sum. The sum runs in `LANES`
-/// independent lanes combined in a fixed order: one running sum would be a chain of
-/// dependent adds that keeps the exp loop from vectorising, and the fixed order makes
-/// the result depend on the length only (not on the thread count or vector width).
+/// Sets each x to exp(x - shift) and returns their sum. The sum is a separate pass in
+/// [`sum_row`]'s fixed lanes: one running sum inside the exp loop would be a chain of
+/// dependent adds that keeps the loop from vectorising, and the fixed order makes the
+/// result depend on the length only (not on the thread count or vector width).
 #[inline(always)]
 pub(crate) fn exp_shifted_sum<T: Float>(xs: &mut [T], shift: T) -> T {
     xs.iter_mut().for_each(|x| *x = (*x - shift).exp_fast());
-    let mut acc = [T::ZERO; LANES];
-    let (chunks, rest) = xs.as_chunks::<LANES>();
-    for c in chunks {
-        for l in 0..LANES {
-            acc[l] += c[l];
-        }
-    }
-    for (l, &x) in rest.iter().enumerate() {
-        acc[l] += x;
-    }
-    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    sum_row(xs)
 }

@@ -5,6 +5,7 @@
 use crate::layout::Coalesced;
 use crate::Layout;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Elements a rayon task handles: big enough to amortise scheduling, small enough to
 /// balance two cores. Fixed, so the split never depends on the thread count.
@@ -85,6 +86,28 @@ impl<const N: usize> Plan<N> {
                     f(row, self.row_offsets(t * rows_per_task + i));
                 }
             });
+    }
+}
+
+impl<const N: usize> Plan<N> {
+    /// A new contiguous vector of `n` = rows * len elements filled by [`for_each_row`]
+    /// (`Plan::for_each_row`), without zeroing it first: a fresh output is written once,
+    /// not twice (zeroing an 8 MiB activation costs as much as a SiLU over it).
+    ///
+    /// # Safety
+    /// `f` must write every element of each row slice it is given; the elements start
+    /// uninitialised and the vector is handed out as initialised.
+    pub unsafe fn collect_rows<T: Send>(
+        &self,
+        n: usize,
+        f: impl Fn(&mut [MaybeUninit<T>], [usize; N]) + Sync,
+    ) -> Vec<T> {
+        let mut out = Vec::with_capacity(n);
+        self.for_each_row(&mut out.spare_capacity_mut()[..n], f);
+        // SAFETY: for_each_row hands each of the n elements to exactly one call of f, and
+        // the caller's f writes every element it is handed.
+        unsafe { out.set_len(n) };
+        out
     }
 }
 
