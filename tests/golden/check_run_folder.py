@@ -34,6 +34,17 @@ def byte_tokens(prompts, tok):
     return torch.tensor(ids), torch.tensor(mask)
 
 
+def coordinate_channels(c, n):
+    """kuosan's `coord_channels` (in_channels = out_channels + 2): x then y, -1..1 across
+    the pixel centres, appended to the noisy picture; None for a plain U-Net."""
+    if c.in_channels != c.out_channels + 2:
+        return None
+    size = c.sample_size
+    lin = torch.linspace(-1, 1, size)
+    return torch.cat([lin.view(1, 1, 1, size).expand(n, 1, size, size),
+                      lin.view(1, 1, size, 1).expand(n, 1, size, size)], 1)
+
+
 def check_loading(info, what):
     bad = {k: v for k, v in info.items() if v}  # missing, unexpected, mismatched, errors
     if bad:
@@ -77,10 +88,12 @@ def main():
             if unet.config.class_embed_type == "projection":
                 pooled = torch.cat([enc.pooler_output[:1].expand(a.n, -1), enc.pooler_output[1:].expand(a.n, -1)])
             c = unet.config
-            x = torch.randn(a.n, c.in_channels, c.sample_size, c.sample_size)
+            x = torch.randn(a.n, c.out_channels, c.sample_size, c.sample_size)
+            extra = coordinate_channels(c, 2 * a.n)
             sched.set_timesteps(a.steps)
             for t in sched.timesteps:
-                eps = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond]),
+                inp = torch.cat([x, x]) if extra is None else torch.cat([torch.cat([x, x]), extra], 1)
+                eps = unet(inp, t, encoder_hidden_states=torch.cat([uncond, cond]),
                            class_labels=pooled).sample
                 e_u, e_c = eps.chunk(2)
                 x = sched.step(e_u + a.guidance * (e_c - e_u), t, x, eta=1.0).prev_sample

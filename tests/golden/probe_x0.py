@@ -22,7 +22,7 @@ from diffusers import DDIMScheduler, UNet2DConditionModel
 from PIL import Image
 from transformers import CLIPTextModel
 
-from check_run_folder import byte_tokens
+from check_run_folder import byte_tokens, coordinate_channels
 
 PROMPTS = [
     "a large red circle on the left",
@@ -66,11 +66,8 @@ def main():
             # A black canvas (-1) noised to step t.
             xt = abar.sqrt() * -torch.ones(a.n, channels, size, size) + (1 - abar).sqrt() * torch.randn(
                 a.n, channels, size, size)
-            inp = xt
-            if c.in_channels == channels + 2:  # coord_channels: x then y, -1..1
-                lin = torch.linspace(-1, 1, size)
-                inp = torch.cat([xt, lin.view(1, 1, 1, size).expand(a.n, 1, size, size),
-                                 lin.view(1, 1, size, 1).expand(a.n, 1, size, size)], 1)
+            extra = coordinate_channels(c, a.n)
+            inp = xt if extra is None else torch.cat([xt, extra], 1)
             out = unet(inp, a.t, encoder_hidden_states=ctx, class_labels=pooled).sample
             if sched.config.prediction_type == "v_prediction":
                 x0 = abar.sqrt() * xt - (1 - abar).sqrt() * out
