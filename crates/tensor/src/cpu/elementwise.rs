@@ -7,7 +7,7 @@ use crate::ops::{BinaryOp, MapFn, MapFn2, UnaryOp};
 use crate::{Float, Layout};
 
 /// y = f(x) for a strided x; returns a contiguous vector.
-pub(crate) fn map<T: Copy + Send + Sync, U: Copy + Send + Sync + Default>(
+pub(crate) fn map<T: Copy + Send + Sync, U: Copy + Send + Sync>(
     x: &[T],
     l: &Layout,
     f: impl Fn(T) -> U + Sync + Copy,
@@ -16,7 +16,7 @@ pub(crate) fn map<T: Copy + Send + Sync, U: Copy + Send + Sync + Default>(
     let s = plan.inner[0];
     // SAFETY: both branches write every element of the row.
     unsafe {
-        plan.collect_rows(l.elem_count(), |row, [o]| {
+        plan.collect_rows(|row, [o]| {
             wide(|| {
                 if s == 1 {
                     let n = row.len();
@@ -34,7 +34,7 @@ pub(crate) fn map<T: Copy + Send + Sync, U: Copy + Send + Sync + Default>(
 }
 
 /// z = f(x, y) for two strided operands of one shape (broadcast views included).
-pub(crate) fn zip<T: Copy + Send + Sync + Default>(
+pub(crate) fn zip<T: Copy + Send + Sync>(
     x: &[T],
     lx: &Layout,
     y: &[T],
@@ -45,7 +45,7 @@ pub(crate) fn zip<T: Copy + Send + Sync + Default>(
     let [sx, sy] = plan.inner;
     // SAFETY: every branch writes every element of the row.
     unsafe {
-        plan.collect_rows(lx.elem_count(), |row, [ox, oy]| {
+        plan.collect_rows(|row, [ox, oy]| {
             let n = row.len();
             wide(|| match (sx, sy) {
                 (1, 1) => {

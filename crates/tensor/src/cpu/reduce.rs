@@ -81,7 +81,7 @@ fn sum_leading<T: Float>(x: &[T], n: usize, k: usize) -> Vec<T> {
         for (j, y) in o.iter_mut().enumerate() {
             let a = |l: usize| acc[l * w + j];
             let tail: T = (full..n).map(|r| x[r * k + c0 + j]).sum();
-            *y = ((a(0) + a(1)) + (a(2) + a(3))) + ((a(4) + a(5)) + (a(6) + a(7))) + tail;
+            *y = combine8(std::array::from_fn(a)) + tail;
         }
     });
     out
@@ -106,7 +106,13 @@ pub(crate) fn sum_row<T: Float>(x: &[T]) -> T {
         }
     }
     let tail: T = chunks.remainder().iter().copied().sum();
-    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail
+    combine8(acc) + tail
+}
+
+/// The 8 lanes of [`sum_row`] combined pairwise, in the one fixed order.
+#[inline]
+fn combine8<T: Float>(a: [T; 8]) -> T {
+    ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
 }
 
 /// max/min fold over a non-empty row; `pick` propagates NaN.

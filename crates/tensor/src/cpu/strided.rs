@@ -87,10 +87,8 @@ impl<const N: usize> Plan<N> {
                 }
             });
     }
-}
 
-impl<const N: usize> Plan<N> {
-    /// A new contiguous vector of `n` = rows * len elements filled by [`for_each_row`]
+    /// A new contiguous vector of rows * len elements filled by [`for_each_row`]
     /// (`Plan::for_each_row`), without zeroing it first: a fresh output is written once,
     /// not twice (zeroing an 8 MiB activation costs as much as a SiLU over it).
     ///
@@ -99,9 +97,9 @@ impl<const N: usize> Plan<N> {
     /// uninitialised and the vector is handed out as initialised.
     pub unsafe fn collect_rows<T: Send>(
         &self,
-        n: usize,
         f: impl Fn(&mut [MaybeUninit<T>], [usize; N]) + Sync,
     ) -> Vec<T> {
+        let n = self.rows() * self.len;
         let mut out = Vec::with_capacity(n);
         self.for_each_row(&mut out.spare_capacity_mut()[..n], f);
         // SAFETY: for_each_row hands each of the n elements to exactly one call of f, and
