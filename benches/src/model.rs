@@ -365,6 +365,7 @@ pub fn run_child(
             loss: LossConfig {
                 prediction: cfg.prediction,
                 min_snr_gamma: cfg.train.min_snr_gamma,
+                snr_floor: cfg.train.snr_floor,
             },
             grad_clip: cfg.train.grad_clip,
         };

@@ -293,6 +293,31 @@ fn q_sample_targets_and_min_snr_weights_by_hand() {
         }
     }
 
+    // The clamp min(max(snr, 1), 5) on the x0 weight, over / (snr) for eps and / (snr + 1)
+    // for v, at steps below, inside and above [1, 5].
+    let tc = [3usize, 250, 600, 990];
+    let snrc: Vec<f64> = tc.iter().map(|&ti| s.snr(ti).unwrap()).collect();
+    assert!(snrc.iter().any(|&x| x > 5.0) && snrc.iter().any(|&x| x < 1.0));
+    assert!(snrc.iter().any(|&x| (1.0..=5.0).contains(&x)), "{snrc:?}");
+    for (prediction, div) in [(Prediction::Epsilon, 0.0), (Prediction::V, 1.0)] {
+        let w = snr_clamp_weights(&tc, &s, prediction, 1.0, 5.0).unwrap();
+        for (k, &x) in snrc.iter().enumerate() {
+            let want = x.clamp(1.0, 5.0) / (x + div);
+            assert!(
+                (w[k] - want).abs() < 1e-15,
+                "{prediction:?} t {}: {} vs {want}",
+                tc[k],
+                w[k]
+            );
+        }
+    }
+    // No floor is min-SNR, bit for bit; a floor above the cap is refused.
+    assert_eq!(
+        snr_clamp_weights(&tc, &s, Prediction::V, 0.0, 5.0).unwrap(),
+        min_snr_weights(&tc, &s, Prediction::V, 5.0).unwrap()
+    );
+    assert!(snr_clamp_weights(&tc, &s, Prediction::V, 6.0, 5.0).is_err());
+
     // Min-SNR-gamma (gamma 5): min(snr, 5) / snr for eps, min(snr, 5) / (snr + 1) for v.
     let snr: Vec<f64> = t.iter().map(|&ti| s.snr(ti).unwrap()).collect();
     assert!(snr[0] > 5.0 && snr[2] < 5.0);
@@ -316,18 +341,31 @@ fn losses_by_hand_with_gradients() {
     let outv = normals(n, 12);
     let t = [3usize, 200, 600, 990];
     for prediction in [Prediction::Epsilon, Prediction::V] {
-        for gamma in [None, Some(MIN_SNR_GAMMA)] {
+        for (gamma, floor) in [
+            (None, None),
+            (Some(MIN_SNR_GAMMA), None),
+            (Some(MIN_SNR_GAMMA), Some(1.0)),
+            (None, Some(1.0)),
+        ] {
             let cfg = LossConfig {
                 prediction,
                 min_snr_gamma: gamma,
+                snr_floor: floor,
             };
             let out = tensor(&outv, &shape).with_grad();
             let loss = diffusion_loss(&out, &x0, &eps, &t, &s, &cfg).unwrap();
             assert_eq!(loss.rank(), 0);
             let target = f32s(&prediction.target(&x0, &eps, &t, &s).unwrap());
-            let w = match gamma {
-                None => vec![1.0; 4],
-                Some(g) => min_snr_weights(&t, &s, prediction, g).unwrap(),
+            let w = match (gamma, floor) {
+                (None, None) => vec![1.0; 4],
+                (g, f) => snr_clamp_weights(
+                    &t,
+                    &s,
+                    prediction,
+                    f.unwrap_or(0.0),
+                    g.unwrap_or(f64::INFINITY),
+                )
+                .unwrap(),
             };
             let o = f32s(&out);
             let mut want = 0.0;
@@ -1168,6 +1206,7 @@ fn gpu_steps_match_cpu() {
     let cfg = LossConfig {
         prediction: Prediction::V,
         min_snr_gamma: Some(MIN_SNR_GAMMA),
+        snr_floor: None,
     };
     let run = |dev: &Device| {
         let on = |v: Vec<f64>| tensor(&v, &shape).to_device(dev).unwrap();

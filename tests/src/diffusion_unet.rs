@@ -10,6 +10,7 @@ use kuosan_textenc::{TextConfig, TextEncoder, Tokenizer};
 pub fn tiny_unet(in_channels: usize) -> UNetConfig {
     UNetConfig {
         pooled_text_dim: None,
+        scale_shift: false,
         sample_size: 16,
         in_channels,
         out_channels: in_channels,
@@ -27,16 +28,20 @@ pub fn tiny_unet(in_channels: usize) -> UNetConfig {
     }
 }
 
-fn build(device: &Device) -> (VarStore, UNet2DConditionModel, TextEncoder) {
+fn build(device: &Device, scale_shift: bool) -> (VarStore, UNet2DConditionModel, TextEncoder) {
     let vs = VarStore::new(device.clone(), DType::F32, 0);
-    let unet = UNet2DConditionModel::new(&vs.root().pp("unet"), &tiny_unet(3)).unwrap();
+    let config = UNetConfig {
+        scale_shift,
+        ..tiny_unet(3)
+    };
+    let unet = UNet2DConditionModel::new(&vs.root().pp("unet"), &config).unwrap();
     let text = TextEncoder::new(&vs.root().pp("text"), &TextConfig::new(24, 2, 2, 16)).unwrap();
     (vs, unet, text)
 }
 
 #[test]
 fn parameter_names_follow_diffusers_and_transformers() {
-    let (vs, _, _) = build(&Device::Cpu);
+    let (vs, _, _) = build(&Device::Cpu, false);
     let names: Vec<String> = vs.vars().into_iter().map(|(n, _)| n).collect();
     for want in [
         "unet.conv_in.weight",
@@ -68,12 +73,38 @@ fn parameter_names_follow_diffusers_and_transformers() {
     assert!(!names.iter().any(|n| n.ends_with("to_q.bias")));
 }
 
+/// AdaGN (`resnet_time_scale_shift` "scale_shift"): each resnet's time projection
+/// gives a scale and a shift per channel, [2 C, T] as in diffusers.
+#[test]
+fn scale_shift_doubles_the_time_projection() {
+    let shape = |scale_shift| {
+        let (vs, _, _) = build(&Device::Cpu, scale_shift);
+        let w = vs
+            .get("unet.down_blocks.1.resnets.0.time_emb_proj.weight")
+            .unwrap();
+        w.dims().to_vec()
+    };
+    // The second level has 32 channels; the time embedding is 4 x 16 wide.
+    assert_eq!(shape(false), [32, 64]);
+    assert_eq!(shape(true), [64, 64]);
+}
+
 /// A forward and backward pass on the CPU and on the GPU from the same weights agree,
-/// and every parameter receives a gradient.
+/// and every parameter receives a gradient; with the time embedding added (diffusers'
+/// default) and with AdaGN.
 #[test]
 fn forward_backward_on_cpu_and_gpu() {
+    forward_backward_on_cpu_and_gpu_with(false);
+}
+
+#[test]
+fn forward_backward_on_cpu_and_gpu_with_scale_shift() {
+    forward_backward_on_cpu_and_gpu_with(true);
+}
+
+fn forward_backward_on_cpu_and_gpu_with(scale_shift: bool) {
     let run = |device: &Device| {
-        let (vs, unet, text) = build(device);
+        let (vs, unet, text) = build(device, scale_shift);
         let tok = Tokenizer::new(16);
         let (ids, mask) = tok
             .encode(&["a red circle", "左边是一个红色的圆形"])

@@ -19,6 +19,8 @@ mod diffusion_data;
 #[cfg(test)]
 mod diffusion_schedulers;
 #[cfg(test)]
+mod diffusion_text_pretrain;
+#[cfg(test)]
 mod diffusion_train;
 #[cfg(test)]
 mod diffusion_unet;

@@ -6,7 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use kuosan_diffusion::config::ModelConfig;
 use kuosan_diffusion::data::{DataOptions, DataSpec};
 use kuosan_diffusion::eval::{EvalOptions, Judge};
-use kuosan_diffusion::train::{train, PeriodicEval, TrainOptions};
+use kuosan_diffusion::train::{train, PeriodicEval, Phase, TrainOptions};
 use kuosan_tensor::Device;
 use std::path::PathBuf;
 
@@ -145,12 +145,34 @@ pub fn run(a: TrainArgs) -> Result<(), String> {
         )
         .expect("a valid template"),
     );
-    let report = train(&opts, |p| {
-        bar.set_position(p.step);
-        bar.set_message(format!(
-            "{:.4} lr {:.1e} {:.1} img/s",
-            p.loss, p.lr, p.img_per_s
-        ));
+    let pre = opts.config.train.text_pretrain.steps;
+    let text_bar = (pre > 0 && !opts.resume).then(|| {
+        let b = ProgressBar::new(pre);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} text pretraining, loss {msg} [{elapsed_precise}]",
+            )
+            .expect("a valid template"),
+        );
+        b
+    });
+    let report = train(&opts, |p| match p.phase {
+        Phase::TextPretrain => {
+            if let Some(b) = &text_bar {
+                b.set_position(p.step);
+                b.set_message(format!("{:.4}", p.loss));
+                if p.step == p.steps {
+                    b.finish();
+                }
+            }
+        }
+        Phase::Diffusion => {
+            bar.set_position(p.step);
+            bar.set_message(format!(
+                "{:.4} lr {:.1e} {:.1} img/s",
+                p.loss, p.lr, p.img_per_s
+            ));
+        }
     })
     .map_err(|e| e.to_string())?;
     bar.finish();

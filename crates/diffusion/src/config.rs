@@ -3,6 +3,7 @@
 //! file form with the same sections (`unet` in diffusers' keys, `text_encoder` in
 //! transformers' keys, `scheduler`, `train`), in which an unknown key is an error.
 
+use crate::text_pretrain::PretrainConfig;
 use crate::timesteps::{BiasStrategy, TimestepBias};
 use crate::unet::UNetConfig;
 use crate::{BetaSchedule, Prediction};
@@ -21,6 +22,8 @@ pub struct TrainConfig {
     /// Probability of training on the empty prompt, for classifier-free guidance.
     pub cond_drop: f64,
     pub min_snr_gamma: Option<f64>,
+    /// A floor under the loss weight in x0 terms (`LossConfig::snr_floor`).
+    pub snr_floor: Option<f64>,
     pub grad_clip: f64,
     pub weight_decay: f64,
     /// The text encoder learns at this multiple of `lr` (it starts from nothing and
@@ -29,6 +32,9 @@ pub struct TrainConfig {
     /// Which timesteps training draws (uniform, or biased to one end: the `small` preset
     /// draws the noisiest quarter more often).
     pub timestep_bias: TimestepBias,
+    /// Caption pretraining of the text encoder before the first diffusion step
+    /// (`text_pretrain`; steps 0: none).
+    pub text_pretrain: PretrainConfig,
 }
 
 /// Everything that defines a model and how it trains.
@@ -67,6 +73,10 @@ struct Preset {
     v: bool,
     coords: bool,
     bias: TimestepBias,
+    /// Caption pretraining steps of the text encoder (batch 128, lr 2e-3).
+    text_pretrain: u64,
+    /// AdaGN in the resnets (`resnet_time_scale_shift` "scale_shift").
+    scale_shift: bool,
 }
 
 fn blocks(attn: &[bool]) -> (Vec<String>, Vec<String>) {
@@ -110,6 +120,8 @@ impl ModelConfig {
                 v: false,
                 coords: false,
                 bias: TimestepBias::default(),
+                text_pretrain: 0,
+                scale_shift: false,
             },
             // Sized for ~10 minutes on 2 CPU cores (README: what was tried): attention at
             // 8x8 only (16x16 attention cost 1.75x the step time), batch 16 (twice the
@@ -143,6 +155,8 @@ impl ModelConfig {
                     multiplier: 3.0,
                     portion: 0.25,
                 },
+                text_pretrain: 0,
+                scale_shift: false,
             },
             // Ho et al. 2020's CIFAR-10 model: 128 channels x (1, 2, 2, 2), 2 resnets per
             // level, attention at 16x16, the linear schedule.
@@ -163,6 +177,8 @@ impl ModelConfig {
                 v: false,
                 coords: false,
                 bias: TimestepBias::default(),
+                text_pretrain: 0,
+                scale_shift: false,
             },
             other => {
                 return Err(format!(
@@ -187,6 +203,8 @@ impl ModelConfig {
             v,
             coords,
             bias,
+            text_pretrain,
+            scale_shift,
         } = p;
         let (down, up) = blocks(&attn);
         let max_len = 64;
@@ -208,6 +226,7 @@ impl ModelConfig {
             // The prompt's pooled embedding joins the time embedding (Imagen): a global
             // path for what the image holds, beside cross-attention for where.
             pooled_text_dim: Some(text_dim),
+            scale_shift,
         };
         unet.validate()?;
         Ok(ModelConfig {
@@ -234,10 +253,16 @@ impl ModelConfig {
                 ema_decay: ema,
                 cond_drop: 0.1,
                 min_snr_gamma: min_snr,
+                snr_floor: None,
                 grad_clip: 1.0,
                 weight_decay: 0.01,
                 text_lr_scale: 1.0,
                 timestep_bias: bias,
+                text_pretrain: PretrainConfig {
+                    steps: text_pretrain,
+                    batch: 128,
+                    lr: 2e-3,
+                },
             },
         })
     }
@@ -258,11 +283,14 @@ impl ModelConfig {
             "coord_channels": self.coord_channels,
             "train": {
                 "lr": t.lr, "batch": t.batch, "steps": t.steps, "warmup": t.warmup,
-                "ema_decay": t.ema_decay, "cond_drop": t.cond_drop, "min_snr_gamma": t.min_snr_gamma,
+                "ema_decay": t.ema_decay, "cond_drop": t.cond_drop, "min_snr_gamma": t.min_snr_gamma, "snr_floor": t.snr_floor,
                 "grad_clip": t.grad_clip, "weight_decay": t.weight_decay, "text_lr_scale": t.text_lr_scale,
                 "timestep_bias_strategy": t.timestep_bias.strategy.name(),
                 "timestep_bias_multiplier": t.timestep_bias.multiplier,
                 "timestep_bias_portion": t.timestep_bias.portion,
+                "text_pretrain_steps": t.text_pretrain.steps,
+                "text_pretrain_batch": t.text_pretrain.batch,
+                "text_pretrain_lr": t.text_pretrain.lr,
             },
         })
     }
@@ -332,12 +360,16 @@ impl ModelConfig {
             "ema_decay",
             "cond_drop",
             "min_snr_gamma",
+            "snr_floor",
             "grad_clip",
             "weight_decay",
             "text_lr_scale",
             "timestep_bias_strategy",
             "timestep_bias_multiplier",
             "timestep_bias_portion",
+            "text_pretrain_steps",
+            "text_pretrain_batch",
+            "text_pretrain_lr",
         ];
         only_keys(tr, &keys, &format!("{origin}: train"))?;
         let num = |k: &str| {
@@ -353,6 +385,7 @@ impl ModelConfig {
             ema_decay: num("ema_decay")?,
             cond_drop: num("cond_drop")?,
             min_snr_gamma: tr.get("min_snr_gamma").and_then(Value::as_f64),
+            snr_floor: tr.get("snr_floor").and_then(Value::as_f64),
             grad_clip: num("grad_clip")?,
             weight_decay: num("weight_decay")?,
             text_lr_scale: match tr.get("text_lr_scale") {
@@ -379,7 +412,40 @@ impl ModelConfig {
                 b.validate().map_err(|e| format!("{origin}: train.{e}"))?;
                 b
             },
+            text_pretrain: {
+                let opt = |k: &str, default: f64| match tr.get(k) {
+                    None => Ok(default),
+                    Some(_) => num(k),
+                };
+                PretrainConfig {
+                    steps: opt("text_pretrain_steps", 0.0)? as u64,
+                    batch: opt("text_pretrain_batch", 128.0)? as usize,
+                    lr: opt("text_pretrain_lr", 2e-3)?,
+                }
+            },
         };
+        if let Some(g) = train.min_snr_gamma {
+            if g.is_nan() || g <= 0.0 {
+                return Err(format!(
+                    "{origin}: train.min_snr_gamma must be > 0, got {g}"
+                ));
+            }
+        }
+        if let Some(f) = train.snr_floor {
+            let cap = train.min_snr_gamma.unwrap_or(f64::INFINITY);
+            if !(f >= 0.0 && f.is_finite() && f <= cap) {
+                return Err(format!(
+                    "{origin}: train.snr_floor must be a finite number >= 0 and <= train.min_snr_gamma, got {f}"
+                ));
+            }
+        }
+        let tp = &train.text_pretrain;
+        if tp.steps > 0 && (tp.batch == 0 || !(tp.lr > 0.0 && tp.lr.is_finite())) {
+            return Err(format!(
+                "{origin}: train.text_pretrain_batch must be >= 1 and train.text_pretrain_lr a finite number > 0, got {} and {}",
+                tp.batch, tp.lr
+            ));
+        }
         if !(train.text_lr_scale >= 0.0 && train.text_lr_scale.is_finite()) {
             return Err(format!(
                 "{origin}: train.text_lr_scale must be a finite number >= 0, got {}",

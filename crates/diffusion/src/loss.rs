@@ -105,8 +105,13 @@ impl Prediction {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LossConfig {
     pub prediction: Prediction,
-    /// Min-SNR-gamma weighting (Hang et al. 2023) with this gamma; `None`: plain MSE.
+    /// Min-SNR-gamma weighting (Hang et al. 2023) with this gamma: the weight on the x0
+    /// error is capped at gamma.
     pub min_snr_gamma: Option<f64>,
+    /// A floor under the weight on the x0 error (Salimans & Ho 2022's "truncated SNR",
+    /// max(SNR, 1), with floor 1): the noisiest steps, where the prompt decides the
+    /// layout, keep teaching. With neither (None, None): plain MSE.
+    pub snr_floor: Option<f64>,
 }
 
 impl Default for LossConfig {
@@ -115,6 +120,7 @@ impl Default for LossConfig {
         LossConfig {
             prediction: Prediction::Epsilon,
             min_snr_gamma: None,
+            snr_floor: None,
         }
     }
 }
@@ -144,25 +150,48 @@ pub fn min_snr_weights(
     prediction: Prediction,
     gamma: f64,
 ) -> Result<Vec<f64>> {
-    if !(gamma > 0.0 && gamma.is_finite()) {
+    snr_clamp_weights(t, schedule, prediction, 0.0, gamma)
+}
+
+/// Loss weights that make the effective weight on the x0 error
+/// min(max(SNR_t, floor), gamma): min-SNR-gamma's cap on the nearly clean steps (Hang et
+/// al. 2023) and Salimans & Ho 2022's floor (their "truncated SNR" weighting is
+/// max(SNR, 1)) under the noisiest ones. The eps and v losses weigh the x0 error by SNR
+/// and SNR + 1 themselves, so the weight is the clamp over those. floor 0, gamma
+/// infinite: all weights 1.
+pub fn snr_clamp_weights(
+    t: &[usize],
+    schedule: &NoiseSchedule,
+    prediction: Prediction,
+    floor: f64,
+    gamma: f64,
+) -> Result<Vec<f64>> {
+    if gamma.is_nan() || gamma <= 0.0 {
         return Err(arg_error(
-            "min_snr_weights",
-            format!("gamma must be positive and finite, got {gamma}"),
+            "snr weights",
+            format!("min_snr_gamma must be positive, got {gamma}"),
+        ));
+    }
+    if !(floor >= 0.0 && floor.is_finite() && floor <= gamma) {
+        return Err(arg_error(
+            "snr weights",
+            format!("snr_floor must be finite, >= 0 and <= min_snr_gamma ({gamma}), got {floor}"),
         ));
     }
     t.iter()
         .map(|&t| {
             let snr = schedule.snr(t)?;
+            let w = snr.max(floor).min(gamma);
             Ok(match prediction {
-                Prediction::Epsilon => snr.min(gamma) / snr,
-                Prediction::V => snr.min(gamma) / (snr + 1.0),
+                Prediction::Epsilon => w / snr,
+                Prediction::V => w / (snr + 1.0),
             })
         })
         .collect()
 }
 
 /// The diffusion loss of a model output against its target: the per-sample mean squared
-/// error, weighted per sample by min-SNR-gamma when `config` asks, averaged over the
+/// error, weighted per sample by the SNR clamp when `config` asks, averaged over the
 /// batch; a rank-0 tensor that backpropagates into `model_output`. Without weighting
 /// it is the plain MSE, L_simple (Ho et al. 2020, eq. 14).
 pub fn diffusion_loss(
@@ -182,10 +211,11 @@ pub fn diffusion_loss(
     }
     let target = config.prediction.target(x0, noise, t, schedule)?;
     let sq = model_output.sub(&target)?.sqr()?;
-    match config.min_snr_gamma {
-        None => sq.mean_all(),
-        Some(gamma) => {
-            let w = min_snr_weights(t, schedule, config.prediction, gamma)?;
+    match (config.snr_floor, config.min_snr_gamma) {
+        (None, None) => sq.mean_all(),
+        (floor, gamma) => {
+            let (floor, gamma) = (floor.unwrap_or(0.0), gamma.unwrap_or(f64::INFINITY));
+            let w = snr_clamp_weights(t, schedule, config.prediction, floor, gamma)?;
             let rest: Vec<usize> = (1..sq.rank()).collect();
             let per_sample = sq.mean(&rest, false)?; // [B]
             let w = host_tensor(w, &[t.len()], sq.dtype(), sq.device())?;

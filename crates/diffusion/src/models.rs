@@ -5,7 +5,7 @@ use crate::config::ModelConfig;
 use crate::unet::UNet2DConditionModel;
 use kuosan_nn::{Result, VarStore};
 use kuosan_tensor::{DType, Device, Tensor};
-use kuosan_textenc::{TextEncoder, Tokenizer};
+use kuosan_textenc::{TextEncoder, Tokenizer, Tokens};
 
 pub struct Models {
     pub unet_vars: VarStore,
@@ -71,19 +71,41 @@ impl Models {
     /// embedding [B, D] (the EOS token's state) for a U-Net that adds it to the time
     /// embedding (None for one that does not).
     pub fn encode(&self, prompts: &[String]) -> kuosan_tensor::Result<TextCond> {
-        let device = self.unet_vars.device();
         let tokens = self.tokenizer.encode(prompts);
-        let (ids, mask) = tokens.tensors(&device)?;
-        let context = self.text.forward(&ids, &mask)?;
+        let context = self.text_states(&tokens)?;
         let pooled = match self.unet.config.pooled_text_dim {
-            Some(_) => {
-                let d = context.dims()[2];
-                let p = tokens.eos_selector(&device)?.matmul(&context)?;
-                Some(p.reshape([prompts.len(), d])?)
-            }
+            Some(_) => Some(self.pool(&tokens, &context)?),
             None => None,
         };
         Ok(TextCond { context, pooled })
+    }
+
+    /// (context [B, L, D], pooled [B, D]) with the prompts padded only to the longest of
+    /// them, not to the tokenizer's length: the states of real tokens are the same (the
+    /// encoder is causal and masks padding keys), and a short batch costs less. For the
+    /// text pretraining, which reads only the pooled state.
+    pub fn encode_pooled(&self, prompts: &[String]) -> kuosan_tensor::Result<(Tensor, Tensor)> {
+        let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+        let tokenizer = Tokenizer::new((longest + 2).min(self.tokenizer.max_len));
+        let tokens = tokenizer.encode(prompts);
+        let context = self.text_states(&tokens)?;
+        let pooled = self.pool(&tokens, &context)?;
+        Ok((context, pooled))
+    }
+
+    /// The encoder's last hidden states [B, L, D].
+    fn text_states(&self, tokens: &Tokens) -> kuosan_tensor::Result<Tensor> {
+        let (ids, mask) = tokens.tensors(&self.unet_vars.device())?;
+        self.text.forward(&ids, &mask)
+    }
+
+    /// Each prompt's EOS state [B, D] (transformers' `pooler_output`).
+    fn pool(&self, tokens: &Tokens, context: &Tensor) -> kuosan_tensor::Result<Tensor> {
+        let d = context.dims()[2];
+        let p = tokens
+            .eos_selector(&self.unet_vars.device())?
+            .matmul(context)?;
+        p.reshape([tokens.batch, d])
     }
 
     /// The U-Net's prediction for x [B, C, H, W] at `t` under `text`.

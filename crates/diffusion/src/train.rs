@@ -11,6 +11,7 @@ use crate::eval::{evaluate, EvalOptions, Judge};
 use crate::models::Models;
 use crate::run::{RunDir, TrainState};
 use crate::sample::{sample, SampleOptions, SamplerKind};
+use crate::text_pretrain::pretrain_text;
 use crate::{diffusion_loss, q_sample, LossConfig, NoiseSchedule};
 use kuosan_nn::{clip_grad_norm, AdamW, AdamWConfig, Ema, Error, LrSchedule, Result};
 use kuosan_tensor::{Device, Philox, Tensor};
@@ -50,8 +51,17 @@ pub struct PeriodicEval {
     pub options: EvalOptions,
 }
 
+/// Which part of training a step belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Caption pretraining of the text encoder (`text_pretrain`), before step 1.
+    TextPretrain,
+    Diffusion,
+}
+
 /// One step's report to the caller (for a progress bar).
 pub struct Progress {
+    pub phase: Phase,
     pub step: u64,
     pub steps: u64,
     pub loss: f64,
@@ -91,6 +101,28 @@ pub fn train(opts: &TrainOptions, mut on_step: impl FnMut(&Progress)) -> Result<
         NoiseSchedule::new(cfg.beta_schedule, cfg.num_train_timesteps).map_err(Error::Tensor)?;
     let models = Models::new(cfg, &opts.device, opts.seed)?;
     let ema_models = Models::new(cfg, &opts.device, opts.seed)?;
+    // Caption pretraining of a fresh run's text encoder, before the EMA copies it. A
+    // resumed run's checkpoint holds its result.
+    let pretrained = if !opts.resume && t.text_pretrain.steps > 0 {
+        Some(pretrain_text(
+            &models,
+            opts.dataset.clone(),
+            &t.text_pretrain,
+            opts.seed,
+            |step, steps, loss| {
+                on_step(&Progress {
+                    phase: Phase::TextPretrain,
+                    step,
+                    steps,
+                    loss,
+                    lr: 0.0,
+                    img_per_s: 0.0,
+                })
+            },
+        )?)
+    } else {
+        None
+    };
     let params = models.params();
     let mut opt = AdamW::new(
         params.clone(),
@@ -132,6 +164,14 @@ pub fn train(opts: &TrainOptions, mut on_step: impl FnMut(&Progress)) -> Result<
     } else {
         run.export(cfg, &ema_models)?;
         let _ = std::fs::remove_file(run.metrics());
+        if let Some(p) = &pretrained {
+            // Its time counts as training time.
+            state.elapsed_s = p.elapsed_s;
+            let line = serde_json::json!({"step": 0, "text_pretrain": {
+                "steps": t.text_pretrain.steps, "first_loss": p.first_loss,
+                "last_loss": p.last_loss, "elapsed_s": p.elapsed_s}});
+            append_line(&run.metrics(), &line.to_string())?;
+        }
     }
     let data_err = |e: crate::data::DataError| Error::Arg(e.to_string());
     let mut loader = Loader::new(opts.dataset.clone(), opts.seed, t.batch).map_err(data_err)?;
@@ -147,6 +187,7 @@ pub fn train(opts: &TrainOptions, mut on_step: impl FnMut(&Progress)) -> Result<
         loss: LossConfig {
             prediction: cfg.prediction,
             min_snr_gamma: t.min_snr_gamma,
+            snr_floor: t.snr_floor,
         },
         grad_clip: t.grad_clip,
     };
@@ -208,6 +249,7 @@ pub fn train(opts: &TrainOptions, mut on_step: impl FnMut(&Progress)) -> Result<
         window.1 += t.batch;
         let img_per_s = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
         on_step(&Progress {
+            phase: Phase::Diffusion,
             step,
             steps: t.steps,
             loss: l,

@@ -36,14 +36,7 @@ impl DownBlock {
         let mut attentions = Vec::new();
         for j in 0..c.layers_per_block {
             let cin = if j == 0 { c_in } else { c_out };
-            resnets.push(ResnetBlock2D::new(
-                &p.pp("resnets").pp(j),
-                cin,
-                c_out,
-                c.time_embed_dim(),
-                c.norm_num_groups,
-                c.norm_eps,
-            )?);
+            resnets.push(ResnetBlock2D::new(&p.pp("resnets").pp(j), cin, c_out, c)?);
             if attention {
                 attentions.push(transformer(&p.pp("attentions").pp(j), c, c_out)?);
             }
@@ -105,16 +98,7 @@ pub struct MidBlock {
 
 impl MidBlock {
     pub fn new(p: &Path, c: &UNetConfig, ch: usize) -> NnResult<Self> {
-        let r = |j: usize| {
-            ResnetBlock2D::new(
-                &p.pp("resnets").pp(j),
-                ch,
-                ch,
-                c.time_embed_dim(),
-                c.norm_num_groups,
-                c.norm_eps,
-            )
-        };
+        let r = |j: usize| ResnetBlock2D::new(&p.pp("resnets").pp(j), ch, ch, c);
         Ok(MidBlock {
             resnets: [r(0)?, r(1)?],
             attention: transformer(&p.pp("attentions").pp(0), c, ch)?,
@@ -157,9 +141,7 @@ impl UpBlock {
                 &p.pp("resnets").pp(j),
                 cin + skip,
                 c_out,
-                c.time_embed_dim(),
-                c.norm_num_groups,
-                c.norm_eps,
+                c,
             )?);
             if attention {
                 attentions.push(transformer(&p.pp("attentions").pp(j), c, c_out)?);

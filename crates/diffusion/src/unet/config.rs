@@ -30,6 +30,10 @@ pub struct UNetConfig {
     /// `class_embed_type = "projection"` with `projection_class_embeddings_input_dim`,
     /// the pooled vector passed as `class_labels`. None: no such input.
     pub pooled_text_dim: Option<usize>,
+    /// `resnet_time_scale_shift`: false for "default" (the time embedding is added before
+    /// each resnet's second norm), true for "scale_shift" (it scales and shifts the
+    /// normalised features: AdaGN, Dhariwal & Nichol 2021).
+    pub scale_shift: bool,
 }
 
 /// Keys diffusers writes whose value kuosan's U-Net fixes; a config may carry them only
@@ -45,7 +49,6 @@ fn fixed_keys() -> Value {
         "only_cross_attention": false,
         "dual_cross_attention": false,
         "upcast_attention": false,
-        "resnet_time_scale_shift": "default",
         "resnet_skip_time_act": false,
         "resnet_out_scale_factor": 1.0,
         "num_class_embeds": null,
@@ -117,6 +120,14 @@ impl UNetConfig {
                 "projection_class_embeddings_input_dim",
                 json!(self.pooled_text_dim),
             ),
+            (
+                "resnet_time_scale_shift",
+                json!(if self.scale_shift {
+                    "scale_shift"
+                } else {
+                    "default"
+                }),
+            ),
         ] {
             obj.insert(k.to_string(), val);
         }
@@ -148,6 +159,7 @@ impl UNetConfig {
             "freq_shift",
             "class_embed_type",
             "projection_class_embeddings_input_dim",
+            "resnet_time_scale_shift",
         ];
         for (k, val) in obj {
             if own.contains(&k.as_str()) || BOOKKEEPING.contains(&k.as_str()) {
@@ -216,8 +228,19 @@ impl UNetConfig {
                 ))
             }
         };
+        let scale_shift = match obj.get("resnet_time_scale_shift") {
+            None => false,
+            Some(Value::String(s)) if s == "default" => false,
+            Some(Value::String(s)) if s == "scale_shift" => true,
+            Some(other) => {
+                return Err(format!(
+                    "{origin}: config key \"resnet_time_scale_shift\" = {other} is not supported (kuosan builds \"default\" or \"scale_shift\")"
+                ))
+            }
+        };
         let c = UNetConfig {
             pooled_text_dim,
+            scale_shift,
             sample_size: int("sample_size")?,
             in_channels: int("in_channels")?,
             out_channels: int("out_channels")?,
