@@ -59,11 +59,14 @@ def text_encoder():
               os.path.join(HERE, "text_io.safetensors"))
 
 
-def unet(name="unet", pooled=False):
+def unet(name="unet", pooled=False, scale_shift=False):
     """A tiny U-Net; `pooled` adds the pooled-text MLP (class_embed_type "projection",
-    the pooled vector passed as class_labels), as kuosan's presets build it."""
+    the pooled vector passed as class_labels), as kuosan's presets build it;
+    `scale_shift` makes the resnets AdaGN (resnet_time_scale_shift "scale_shift")."""
     torch.manual_seed(1)
     extra = dict(class_embed_type="projection", projection_class_embeddings_input_dim=24) if pooled else {}
+    if scale_shift:
+        extra["resnet_time_scale_shift"] = "scale_shift"
     model = UNet2DConditionModel(
         sample_size=16, in_channels=3, out_channels=3, block_out_channels=(16, 32),
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
@@ -124,5 +127,6 @@ if __name__ == "__main__":
     text_encoder()
     unet()
     unet("unet_pooled", pooled=True)
+    unet("unet_scale_shift", pooled=True, scale_shift=True)
     schedulers()
     print("wrote golden files to", HERE)

@@ -89,6 +89,7 @@ fn the_pretrained_encoder_tells_captions_apart_and_the_unet_is_untouched() {
         steps: 300,
         batch: 64,
         lr: 5e-3,
+        contrastive: 0.3,
     };
     let mut seen = 0;
     let report = pretrain_text(&models, data.clone(), &p, 0, |step, steps, _| {
@@ -150,6 +151,7 @@ fn options(out: PathBuf, resume: bool, stop_after: Option<u64>) -> TrainOptions 
         steps: 12,
         batch: 16,
         lr: 2e-3,
+        contrastive: 0.5,
     };
     TrainOptions {
         data_spec: "shapes".into(),
@@ -232,6 +234,7 @@ fn pretraining_scale_shift_and_snr_floor_keys_round_trip_and_bad_values_are_name
         steps: 300,
         batch: 64,
         lr: 1e-3,
+        contrastive: 0.25,
     };
     cfg.unet.scale_shift = true;
     cfg.train.min_snr_gamma = Some(5.0);
@@ -267,6 +270,8 @@ fn pretraining_scale_shift_and_snr_floor_keys_round_trip_and_bad_values_are_name
     );
     let e = bad(&|w| w["train"]["text_pretrain_batch"] = serde_json::json!(0));
     assert!(e.contains("text_pretrain_batch"), "{e}");
+    let e = bad(&|w| w["train"]["text_pretrain_contrastive"] = serde_json::json!(-0.5));
+    assert!(e.contains("text_pretrain_contrastive"), "{e}");
     let e = bad(&|w| w["train"]["snr_floor"] = serde_json::json!(6.0));
     assert!(
         e.contains("snr_floor") && e.contains("min_snr_gamma"),

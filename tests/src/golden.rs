@@ -53,7 +53,8 @@ fn text_matches(device: &Device) {
 }
 
 /// The golden U-Net `name` (unet: cross-attention only; unet_pooled: with the pooled
-/// text MLP, diffusers' class_embed_type "projection").
+/// text MLP, diffusers' class_embed_type "projection"; unet_scale_shift: that with AdaGN
+/// resnets, resnet_time_scale_shift "scale_shift").
 fn unet_matches(name: &str, device: &Device) {
     let file = format!("{name}_config.json");
     let text = std::fs::read_to_string(golden(&file)).unwrap();
@@ -92,7 +93,7 @@ fn clip_text_model_matches_transformers() {
 
 #[test]
 fn unet_matches_diffusers() {
-    for name in ["unet", "unet_pooled"] {
+    for name in ["unet", "unet_pooled", "unet_scale_shift"] {
         unet_matches(name, &Device::Cpu);
         unet_matches(name, &gpu());
     }

@@ -262,6 +262,7 @@ impl ModelConfig {
                     steps: text_pretrain,
                     batch: 128,
                     lr: 2e-3,
+                    contrastive: 0.0,
                 },
             },
         })
@@ -291,6 +292,7 @@ impl ModelConfig {
                 "text_pretrain_steps": t.text_pretrain.steps,
                 "text_pretrain_batch": t.text_pretrain.batch,
                 "text_pretrain_lr": t.text_pretrain.lr,
+                "text_pretrain_contrastive": t.text_pretrain.contrastive,
             },
         })
     }
@@ -370,6 +372,7 @@ impl ModelConfig {
             "text_pretrain_steps",
             "text_pretrain_batch",
             "text_pretrain_lr",
+            "text_pretrain_contrastive",
         ];
         only_keys(tr, &keys, &format!("{origin}: train"))?;
         let num = |k: &str| {
@@ -421,6 +424,7 @@ impl ModelConfig {
                     steps: opt("text_pretrain_steps", 0.0)? as u64,
                     batch: opt("text_pretrain_batch", 128.0)? as usize,
                     lr: opt("text_pretrain_lr", 2e-3)?,
+                    contrastive: opt("text_pretrain_contrastive", 0.0)?,
                 }
             },
         };
@@ -444,6 +448,12 @@ impl ModelConfig {
             return Err(format!(
                 "{origin}: train.text_pretrain_batch must be >= 1 and train.text_pretrain_lr a finite number > 0, got {} and {}",
                 tp.batch, tp.lr
+            ));
+        }
+        if !(tp.contrastive >= 0.0 && tp.contrastive.is_finite()) {
+            return Err(format!(
+                "{origin}: train.text_pretrain_contrastive must be a finite number >= 0, got {}",
+                tp.contrastive
             ));
         }
         if !(train.text_lr_scale >= 0.0 && train.text_lr_scale.is_finite()) {

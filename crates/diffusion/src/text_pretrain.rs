@@ -17,7 +17,8 @@
 use crate::data::{Dataset, Loader};
 use crate::models::Models;
 use kuosan_nn::{
-    clip_grad_norm, AdamW, AdamWConfig, Error, Linear, LrSchedule, Module, Result, VarStore,
+    clip_grad_norm, cross_entropy, AdamW, AdamWConfig, Conv2d, Error, Init, Linear, LrSchedule,
+    Module, Result, VarStore,
 };
 use kuosan_tensor::{DType, Device, Tensor};
 use std::sync::Arc;
@@ -94,12 +95,93 @@ impl CaptionDecoder {
     }
 }
 
+/// The contrastive image tower, on the decoder's block-mean pictures [B, C, side, side]:
+/// conv 3x3 (C -> 32), three stride-2 convs (32 -> 64 -> 64 -> 64), SiLU after each,
+/// flatten (which keeps where things are; a global pool would not), Linear -> [B, D];
+/// and CLIP's learned temperature.
+pub struct ImageEncoder {
+    pub vars: VarStore,
+    convs: Vec<Conv2d>,
+    proj: Linear,
+    logit_scale: Tensor,
+}
+
+impl ImageEncoder {
+    pub fn new(
+        device: &Device,
+        seed: u64,
+        channels: usize,
+        side: usize,
+        dim: usize,
+    ) -> Result<Self> {
+        let vars = VarStore::new(device.clone(), DType::F32, seed);
+        let root = vars.root();
+        let chans = [channels, 32, 64, 64, 64];
+        let mut side = side;
+        let mut convs = Vec::new();
+        for i in 0..4 {
+            let stride = if i == 0 { 1 } else { 2 };
+            convs.push(Conv2d::new(
+                &root.pp(format!("conv{i}")),
+                chans[i],
+                chans[i + 1],
+                3,
+                stride,
+                1,
+            )?);
+            side = (side + 2 - 3) / stride + 1;
+        }
+        let proj = Linear::new(&root.pp("proj"), 64 * side * side, dim, true)?;
+        // CLIP's initial temperature 0.07.
+        let logit_scale = root.var("logit_scale", &[1], Init::Const((1.0f64 / 0.07).ln()))?;
+        Ok(ImageEncoder {
+            vars,
+            convs,
+            proj,
+            logit_scale,
+        })
+    }
+
+    /// x [B, C, side, side] -> [B, D].
+    pub fn forward(&self, x: &Tensor) -> kuosan_tensor::Result<Tensor> {
+        let mut h = x.clone();
+        for c in &self.convs {
+            h = c.forward(&h)?.silu()?;
+        }
+        self.proj.forward(&h.flatten_from(1)?)
+    }
+
+    /// CLIP's symmetric InfoNCE loss (Radford et al. 2021, Figure 3) of text and image
+    /// embeddings [B, D] whose row i belong together.
+    pub fn clip_loss(&self, text: &Tensor, image: &Tensor) -> kuosan_tensor::Result<Tensor> {
+        let unit = |x: &Tensor| -> kuosan_tensor::Result<Tensor> {
+            x.div(&x.sqr()?.sum(&[1], true)?.add_scalar(1e-12)?.sqrt()?)
+        };
+        let b = text.dims()[0];
+        let logits = unit(text)?
+            .matmul(&unit(image)?.t()?)?
+            .mul(&self.logit_scale.exp()?)?;
+        let labels: Vec<usize> = (0..b).collect();
+        let ce = |l: &Tensor| {
+            cross_entropy(l, &labels).map_err(|e| kuosan_tensor::Error::Arg {
+                op: "clip_loss",
+                msg: e.to_string(),
+            })
+        };
+        ce(&logits)?
+            .add(&ce(&logits.t()?.contiguous()?)?)?
+            .mul_scalar(0.5)
+    }
+}
+
 /// How the pretraining runs (`TrainConfig`'s `text_pretrain_*` keys).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PretrainConfig {
     pub steps: u64,
     pub batch: usize,
     pub lr: f64,
+    /// Weight of CLIP's contrastive loss beside the decoder's MSE (0: the MSE alone).
+    pub contrastive: f64,
 }
 
 /// What the pretraining reached: its loss at the first and the last step, and the
@@ -131,7 +213,14 @@ pub fn pretrain_text(
     let side = target_side(size);
     let dim = models.text.config.hidden_size;
     let decoder = CaptionDecoder::new(&device, seed ^ PRETRAIN_SEED, dim, c, side)?;
-    let params = [models.text_vars.vars(), decoder.vars.vars()].concat();
+    let mut params = [models.text_vars.vars(), decoder.vars.vars()].concat();
+    let tower = if p.contrastive > 0.0 {
+        let t = ImageEncoder::new(&device, seed ^ PRETRAIN_SEED ^ 1, c, side, dim)?;
+        params.extend(t.vars.vars());
+        Some(t)
+    } else {
+        None
+    };
     let mut opt = AdamW::new(params, AdamWConfig::default())?;
     let lr_at = LrSchedule {
         base: p.lr,
@@ -147,7 +236,11 @@ pub fn pretrain_text(
         let batch = loader.next_batch(&device).map_err(data_err)?;
         let target = block_mean(&batch.images, side)?;
         let (_, pooled) = models.encode_pooled(&batch.captions)?;
-        let loss = decoder.forward(&pooled)?.sub(&target)?.sqr()?.mean_all()?;
+        let mut loss = decoder.forward(&pooled)?.sub(&target)?.sqr()?.mean_all()?;
+        if let Some(t) = &tower {
+            let clip = t.clip_loss(&pooled, &t.forward(&target)?)?;
+            loss = loss.add(&clip.mul_scalar(p.contrastive)?)?;
+        }
         loss.backward()?;
         clip_grad_norm(opt.params(), 1.0)?;
         opt.step(lr_at.at(step))?;
