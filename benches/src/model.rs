@@ -368,6 +368,7 @@ pub fn run_child(
                 snr_floor: cfg.train.snr_floor,
             },
             grad_clip: cfg.train.grad_clip,
+            train_text: cfg.train.text_lr_scale > 0.0,
         };
         let mut opt = AdamW::new(params.clone(), AdamWConfig::default()).map_err(err)?;
         let mut ema =

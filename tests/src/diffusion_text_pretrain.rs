@@ -285,3 +285,62 @@ fn pretraining_scale_shift_and_snr_floor_keys_round_trip_and_bad_values_are_name
         "{e}"
     );
 }
+
+#[test]
+fn a_frozen_text_encoder_keeps_its_pretrained_weights() {
+    let out = tmp("frozen");
+    let mut opts = options(out.clone(), false, None);
+    opts.config.train.text_lr_scale = 0.0;
+    opts.config.train.steps = 6;
+    train(&opts, |_| {}).unwrap();
+    // The checkpoint's raw text encoder equals a model that was only pretrained: the
+    // diffusion steps never touched it.
+    let models = Models::new(&opts.config, &Device::Cpu, opts.seed).unwrap();
+    pretrain_text(
+        &models,
+        opts.dataset.clone(),
+        &opts.config.train.text_pretrain,
+        opts.seed,
+        |_, _, _| {},
+    )
+    .unwrap();
+    let run = kuosan_diffusion::run::RunDir::new(&out);
+    let (_, raw, _, _) = run.load_checkpoint(&Device::Cpu).unwrap();
+    let (mut text, mut unet_moved) = (0, false);
+    for (name, want) in models.params() {
+        let got = raw[&name].to_vec::<f32>().unwrap();
+        if name.starts_with("text_encoder.") {
+            assert_eq!(want.to_vec::<f32>().unwrap(), got, "{name} moved");
+            text += 1;
+        } else {
+            unet_moved |= want.to_vec::<f32>().unwrap() != got;
+        }
+    }
+    assert!(text > 0 && unet_moved, "the U-Net did not train");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn every_preset_round_trips_and_small_pretrains_then_freezes_its_text_encoder() {
+    for name in ["tiny", "small", "base"] {
+        for channels in [1, 3] {
+            let cfg = ModelConfig::preset(name, channels, 32).unwrap();
+            let back = ModelConfig::from_json(&cfg.to_json(), name).unwrap();
+            assert_eq!(back, cfg, "{name} with {channels} channels");
+        }
+    }
+    // What the README says the CPU default does (runs S-Y0).
+    let s = ModelConfig::preset("small", 3, 32).unwrap();
+    assert!(s.train.text_pretrain.steps > 0 && s.train.text_pretrain.contrastive > 0.0);
+    assert_eq!(s.train.text_lr_scale, 0.0);
+    assert!(s.coord_channels && s.unet.in_channels == 5 && s.unet.out_channels == 3);
+    assert!(s.unet.scale_shift);
+    assert_eq!(
+        (s.train.min_snr_gamma, s.train.snr_floor),
+        (Some(5.0), Some(1.0))
+    );
+    // tiny stays the plain model the unit tests were written for.
+    let t = ModelConfig::preset("tiny", 3, 32).unwrap();
+    assert_eq!(t.train.text_pretrain, PretrainConfig::NONE);
+    assert_eq!(t.train.text_lr_scale, 1.0);
+}

@@ -69,12 +69,16 @@ struct Preset {
     ema: f64,
     schedule: BetaSchedule,
     min_snr: Option<f64>,
+    /// The floor under the x0-terms loss weight (`TrainConfig::snr_floor`).
+    snr_floor: Option<f64>,
     /// v-prediction (else epsilon).
     v: bool,
     coords: bool,
     bias: TimestepBias,
-    /// Caption pretraining steps of the text encoder (batch 128, lr 2e-3).
-    text_pretrain: u64,
+    /// Caption pretraining of the text encoder.
+    text_pretrain: PretrainConfig,
+    /// The text encoder's lr multiple (0: frozen after its pretraining).
+    text_lr: f64,
     /// AdaGN in the resnets (`resnet_time_scale_shift` "scale_shift").
     scale_shift: bool,
 }
@@ -117,23 +121,30 @@ impl ModelConfig {
                 ema: 0.99,
                 schedule: BetaSchedule::cosine(),
                 min_snr: None,
+                snr_floor: None,
                 v: false,
                 coords: false,
                 bias: TimestepBias::default(),
-                text_pretrain: 0,
+                text_pretrain: PretrainConfig::NONE,
+                text_lr: 1.0,
                 scale_shift: false,
             },
-            // Sized for ~10 minutes on 2 CPU cores (README: what was tried): attention at
-            // 8x8 only (16x16 attention cost 1.75x the step time), batch 16 (twice the
-            // updates of 32 in the same time), lr 2e-3 (lower loss and a larger
-            // right-vs-wrong-caption gap than 1e-3), and v-prediction with the plain
-            // (unweighted) v loss: in x0 terms it weighs errors by SNR + 1, so the
-            // noisiest steps, where the prompt decides the picture, still teach; epsilon's
-            // loss (weight SNR) and any min-SNR weighting (min(SNR, 5)) fade there, and
-            // with them the prompt's colour went unlearned (README: runs G-K). Half the
-            // timesteps are drawn from the noisiest quarter (timestep bias "later" x3),
-            // for the same reason: colour 51 -> 64% in 1000 steps (run O). 1600 steps fill
-            // the 10 minutes at today's speed.
+            // Sized for ~10 minutes on 2 CPU cores (README: what was tried, runs A-Y):
+            // attention at 8x8 only (16x16 attention cost 1.75x the step time), batch 16
+            // (twice the updates of 32 in the same time), lr 2e-3, v-prediction. Three
+            // things made the prompt readable in that time:
+            // - the text encoder is pretrained on the run's own captions first
+            //   (`text_pretrain`: MSE to each caption's 16x16 picture plus CLIP's
+            //   contrastive loss; 600 steps, ~75 s): it then tells colours, places and
+            //   relations apart before the first diffusion step (runs S, Y), and stays
+            //   frozen after (text_lr 0): trained on with the U-Net at 2e-3 it drifts
+            //   from what it learned (runs Y -> Y0: 23 -> 39% all attributes);
+            // - half the timesteps come from the noisiest quarter (timestep bias "later"
+            //   x3), where the prompt decides the picture (runs O, X, Z1), and the loss
+            //   weight in x0 terms is clamp(SNR, 1, 5): min-SNR-5's cap, with a floor
+            //   of 1 so the noisiest steps still teach (runs G-K, W);
+            // - x/y input channels (CoordConv) and AdaGN resnets (scale_shift), which
+            //   give "on the left" a place to attach to (runs Q, W).
             "small" => Preset {
                 ch: vec![32, 64, 64],
                 attn: vec![false, false, true],
@@ -147,16 +158,23 @@ impl ModelConfig {
                 steps: 1600,
                 ema: 0.995,
                 schedule: BetaSchedule::cosine(),
-                min_snr: None,
+                min_snr: Some(5.0),
+                snr_floor: Some(1.0),
                 v: true,
-                coords: false,
+                coords: true,
                 bias: TimestepBias {
                     strategy: BiasStrategy::Later,
                     multiplier: 3.0,
                     portion: 0.25,
                 },
-                text_pretrain: 0,
-                scale_shift: false,
+                text_pretrain: PretrainConfig {
+                    steps: 600,
+                    batch: 128,
+                    lr: 3e-3,
+                    contrastive: 0.3,
+                },
+                text_lr: 0.0,
+                scale_shift: true,
             },
             // Ho et al. 2020's CIFAR-10 model: 128 channels x (1, 2, 2, 2), 2 resnets per
             // level, attention at 16x16, the linear schedule.
@@ -174,10 +192,12 @@ impl ModelConfig {
                 ema: 0.9999,
                 schedule: BetaSchedule::linear(),
                 min_snr: None,
+                snr_floor: None,
                 v: false,
                 coords: false,
                 bias: TimestepBias::default(),
-                text_pretrain: 0,
+                text_pretrain: PretrainConfig::NONE,
+                text_lr: 1.0,
                 scale_shift: false,
             },
             other => {
@@ -200,10 +220,12 @@ impl ModelConfig {
             ema,
             schedule,
             min_snr,
+            snr_floor,
             v,
             coords,
             bias,
             text_pretrain,
+            text_lr,
             scale_shift,
         } = p;
         let (down, up) = blocks(&attn);
@@ -253,17 +275,12 @@ impl ModelConfig {
                 ema_decay: ema,
                 cond_drop: 0.1,
                 min_snr_gamma: min_snr,
-                snr_floor: None,
+                snr_floor,
                 grad_clip: 1.0,
                 weight_decay: 0.01,
-                text_lr_scale: 1.0,
+                text_lr_scale: text_lr,
                 timestep_bias: bias,
-                text_pretrain: PretrainConfig {
-                    steps: text_pretrain,
-                    batch: 128,
-                    lr: 2e-3,
-                    contrastive: 0.0,
-                },
+                text_pretrain,
             },
         })
     }

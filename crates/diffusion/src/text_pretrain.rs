@@ -184,14 +184,25 @@ pub struct PretrainConfig {
     pub contrastive: f64,
 }
 
+impl PretrainConfig {
+    /// No pretraining (the text encoder learns only with the U-Net).
+    pub const NONE: PretrainConfig = PretrainConfig {
+        steps: 0,
+        batch: 128,
+        lr: 2e-3,
+        contrastive: 0.0,
+    };
+}
+
 /// What the pretraining reached: its loss at the first and the last step, and the
-/// trained decoder (which the trainer drops; tests and probes ask it what a caption
-/// looks like).
+/// trained decoder and image tower (which the trainer drops; tests and probes ask them
+/// what a caption looks like, and which picture it matches).
 pub struct PretrainReport {
     pub first_loss: f64,
     pub last_loss: f64,
     pub elapsed_s: f64,
     pub decoder: CaptionDecoder,
+    pub tower: Option<ImageEncoder>,
 }
 
 /// Seed of the decoder's init and of the data order, apart from the diffusion steps'.
@@ -261,5 +272,6 @@ pub fn pretrain_text(
         last_loss,
         elapsed_s: started.elapsed().as_secs_f64(),
         decoder,
+        tower,
     })
 }

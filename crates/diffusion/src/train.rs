@@ -14,7 +14,7 @@ use crate::sample::{sample, SampleOptions, SamplerKind};
 use crate::text_pretrain::pretrain_text;
 use crate::{diffusion_loss, q_sample, LossConfig, NoiseSchedule};
 use kuosan_nn::{clip_grad_norm, AdamW, AdamWConfig, Ema, Error, LrSchedule, Result};
-use kuosan_tensor::{Device, Philox, Tensor};
+use kuosan_tensor::{no_grad, Device, Philox, Tensor};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -190,6 +190,7 @@ pub fn train(opts: &TrainOptions, mut on_step: impl FnMut(&Progress)) -> Result<
             snr_floor: t.snr_floor,
         },
         grad_clip: t.grad_clip,
+        train_text: t.text_lr_scale > 0.0,
     };
     let lr_at = LrSchedule {
         base: t.lr,
@@ -328,6 +329,10 @@ pub struct StepRule {
     pub schedule: NoiseSchedule,
     pub loss: LossConfig,
     pub grad_clip: f64,
+    /// Whether the text encoder learns. A frozen one (`text_lr_scale` 0, as Stable
+    /// Diffusion keeps CLIP's) runs without autograd: no gradients, no backward through
+    /// it, and its parameters out of the gradient norm.
+    pub train_text: bool,
 }
 
 /// One training batch and its noise: clean pictures x0 [B, C, H, W], captions (empty
@@ -352,7 +357,12 @@ pub fn train_step(
     step: u64,
 ) -> Result<Tensor> {
     let x_t = q_sample(&batch.x0, &batch.t, &batch.noise, &rule.schedule)?;
-    let ctx = models.encode(&batch.captions)?;
+    let ctx = if rule.train_text {
+        models.encode(&batch.captions)?
+    } else {
+        let _frozen = no_grad();
+        models.encode(&batch.captions)?
+    };
     let tf: Vec<f64> = batch.t.iter().map(|&s| s as f64).collect();
     let out = models.predict(&x_t, &tf, &ctx)?;
     let loss = diffusion_loss(
