@@ -368,7 +368,9 @@ pub fn run_child(
                 snr_floor: cfg.train.snr_floor,
             },
             grad_clip: cfg.train.grad_clip,
-            train_text: cfg.train.text_lr_scale > 0.0,
+            // The peer's step trains the text encoder with the U-Net; so does ours here,
+            // whatever the config's text_lr_scale, so both time the same work.
+            train_text: true,
         };
         let mut opt = AdamW::new(params.clone(), AdamWConfig::default()).map_err(err)?;
         let mut ema =
