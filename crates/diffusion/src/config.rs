@@ -26,8 +26,8 @@ pub struct TrainConfig {
     pub snr_floor: Option<f64>,
     pub grad_clip: f64,
     pub weight_decay: f64,
-    /// The text encoder learns at this multiple of `lr` (it starts from nothing and
-    /// must learn to read before the U-Net can follow a prompt).
+    /// The text encoder learns at this multiple of `lr`; 0 freezes it (after its
+    /// pretraining, if any: `small` does so, Stable Diffusion keeps CLIP frozen too).
     pub text_lr_scale: f64,
     /// Which timesteps training draws (uniform, or biased to one end: the `small` preset
     /// draws the noisiest quarter more often).
@@ -129,7 +129,7 @@ impl ModelConfig {
                 text_lr: 1.0,
                 scale_shift: false,
             },
-            // Sized for ~10 minutes on 2 CPU cores (README: what was tried, runs A-Y):
+            // Sized for ~10 minutes on 2 CPU cores (README: what was tried, runs A-Y0):
             // attention at 8x8 only (16x16 attention cost 1.75x the step time), batch 16
             // (twice the updates of 32 in the same time), lr 2e-3, v-prediction. Three
             // things made the prompt readable in that time:
