@@ -8,6 +8,7 @@ use kuosan_diffusion::data::{DataOptions, DataSpec, Dataset, Loader};
 use kuosan_diffusion::models::Models;
 use kuosan_diffusion::text_pretrain::{block_mean, pretrain_text, target_side, PretrainConfig};
 use kuosan_diffusion::train::{train, Phase, TrainOptions};
+use kuosan_nn::VarStore;
 use kuosan_tensor::{no_grad, Device, Tensor};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -73,17 +74,20 @@ fn decoder_mse(
         .unwrap() as f64
 }
 
+/// Every parameter's values, in the store's order.
+fn values(vars: &VarStore) -> Vec<Vec<f32>> {
+    vars.vars()
+        .iter()
+        .map(|(_, t)| t.to_vec().unwrap())
+        .collect()
+}
+
 #[test]
 fn the_pretrained_encoder_tells_captions_apart_and_the_unet_is_untouched() {
     let data = shapes16();
     let cfg = ModelConfig::preset("tiny", 3, 16).unwrap();
     let models = Models::new(&cfg, &Device::Cpu, 0).unwrap();
-    let unet_before: Vec<Vec<f32>> = models
-        .unet_vars
-        .vars()
-        .iter()
-        .map(|(_, t)| t.to_vec().unwrap())
-        .collect();
+    let unet_before = values(&models.unet_vars);
     let text_before = models.text_vars.vars()[0].1.to_vec::<f32>().unwrap();
     let p = PretrainConfig {
         steps: 300,
@@ -122,12 +126,7 @@ fn the_pretrained_encoder_tells_captions_apart_and_the_unet_is_untouched() {
         "decoder MSE with the right captions {matched:.4}, with shuffled ones {shuffled:.4}"
     );
     // Only the text encoder learned.
-    let unet_after: Vec<Vec<f32>> = models
-        .unet_vars
-        .vars()
-        .iter()
-        .map(|(_, t)| t.to_vec().unwrap())
-        .collect();
+    let unet_after = values(&models.unet_vars);
     assert!(
         unet_before == unet_after,
         "the pretraining changed the U-Net"
