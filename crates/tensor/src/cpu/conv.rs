@@ -7,6 +7,8 @@
 use super::conv_direct;
 use super::gemm::Patches;
 use super::matmul::{gemm_into, Gemm};
+#[cfg(target_arch = "x86_64")]
+use super::winograd;
 use crate::ops::ConvShape;
 use crate::Float;
 use rayon::prelude::*;
@@ -171,18 +173,18 @@ impl Direct for f32 {
     fn direct(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Option<Vec<f32>> {
         // One image would run on one thread: leave it to the parallel GEMM. The choice
         // depends on the shape only, never on the thread count (determinism).
-        if !conv_direct::applies(s) || s.n < 2 {
+        if s.n < 2 {
             return None;
         }
-        let prepared = conv_direct::Prepared::new(w, s);
-        let in_len = s.c_in * s.h * s.w;
-        let per = s.c_out * s.h_out() * s.w_out();
-        let mut y = vec![0f32; s.n * per];
-        per_image(&mut y, per, prepared.scratch(s), |n, yn, pad, _| {
-            let xn = &x[n * in_len..(n + 1) * in_len];
-            conv_direct::conv_image(&prepared, xn, bias, s, yn, pad);
-        });
-        Some(y)
+        #[cfg(target_arch = "x86_64")]
+        if winograd::applies(s) {
+            return Some(winograd_conv(x, w, bias, s));
+        }
+        if conv_direct::applies(s) {
+            Some(direct_conv(x, w, bias, s))
+        } else {
+            None
+        }
     }
     fn direct_weight_grad(
         x: &[f32],
@@ -199,6 +201,40 @@ impl Direct for f32 {
         conv_direct::weight_grad_group(x, dy, images, s, dw);
         true
     }
+}
+
+/// y [N, Cout, HO, WO] by `conv_image(xn, yn, scratch)` for each image, with `scratch`
+/// elements of working memory.
+fn by_image(
+    x: &[f32],
+    s: &ConvShape,
+    scratch: usize,
+    conv_image: impl Fn(&[f32], &mut [f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let in_len = s.c_in * s.h * s.w;
+    let per = s.c_out * s.h_out() * s.w_out();
+    let mut y = vec![0f32; s.n * per];
+    per_image(&mut y, per, scratch, |n, yn, buf, _| {
+        conv_image(&x[n * in_len..(n + 1) * in_len], yn, buf)
+    });
+    y
+}
+
+/// conv2d by the direct kernel (see `conv_direct`).
+fn direct_conv(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec<f32> {
+    let p = conv_direct::Prepared::new(w, s);
+    by_image(x, s, p.scratch(s), |xn, yn, buf| {
+        conv_direct::conv_image(&p, xn, bias, s, yn, buf)
+    })
+}
+
+/// conv2d by Winograd F(2x2, 3x3) (see `winograd`).
+#[cfg(target_arch = "x86_64")]
+fn winograd_conv(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec<f32> {
+    let p = winograd::Prepared::new(w, s);
+    by_image(x, s, p.scratch(s), |xn, yn, buf| {
+        winograd::conv_image(&p, xn, bias, s, yn, buf)
+    })
 }
 
 /// y [N, Cout, HO, WO] = conv(x [N, Cin, H, W], w [Cout, Cin, KH, KW]) + bias: the direct
@@ -419,11 +455,12 @@ mod tests {
         }
     }
 
-    /// The direct kernel agrees with the GEMM path (to rounding: its sums run over all
-    /// taps in one chain, the GEMM's in K blocks) at channel-block and row-tile tails,
-    /// odd kernels and paddings, and with a bias.
+    /// The direct and Winograd kernels agree with the GEMM path (to rounding: the direct
+    /// sums run over all taps in one chain, the GEMM's in K blocks, Winograd's over
+    /// transformed tiles) at channel-block and row- or tile-tails, odd sizes, kernels and
+    /// paddings, chunks of tile rows, and with a bias.
     #[test]
-    fn direct_matches_gemm() {
+    fn direct_and_winograd_match_gemm() {
         let cases = [
             // (n, c_in, h, w, c_out, kh, kw, padding)
             (2, 3, 32, 32, 32, 3, 3, (1, 1)),
@@ -432,6 +469,17 @@ mod tests {
             (2, 2, 7, 5, 17, 5, 5, (2, 2)),
             (2, 5, 8, 8, 64, 3, 1, (1, 0)),
             (2, 1, 1, 1, 1, 3, 3, (1, 1)),
+            // Winograd: odd outputs (partial tiles), several chunks, Cout % 8 != 0.
+            (2, 64, 32, 32, 64, 3, 3, (1, 1)),
+            (2, 17, 9, 7, 3, 3, 3, (0, 0)),
+            (3, 9, 15, 33, 19, 3, 3, (2, 1)),
+            (2, 130, 5, 70, 9, 3, 3, (1, 2)),
+            // Winograd with two and four tile rows per vector, groups past the last row.
+            (2, 9, 16, 16, 20, 3, 3, (1, 1)),
+            (2, 6, 7, 15, 8, 3, 3, (1, 1)),
+            (2, 8, 8, 8, 16, 3, 3, (1, 1)),
+            (3, 5, 13, 10, 9, 3, 3, (1, 0)),
+            (2, 4, 3, 7, 5, 3, 3, (2, 1)),
         ];
         for (n, c_in, h, w, c_out, kh, kw, padding) in cases {
             let s = ConvShape {
@@ -452,7 +500,11 @@ mod tests {
             let x = data(n * c_in * h * w, 0);
             let wt = data(c_out * c_in * kh * kw, 1);
             let bias: Vec<f32> = (0..c_out).map(|i| i as f32 * 0.25 - 1.0).collect();
-            let direct = f32::direct(&x, &wt, Some(&bias), &s).expect("applies");
+            let mut kernels = vec![("direct", direct_conv(&x, &wt, Some(&bias), &s))];
+            #[cfg(target_arch = "x86_64")]
+            if winograd::applies(&s) {
+                kernels.push(("winograd", winograd_conv(&x, &wt, Some(&bias), &s)));
+            }
             // The GEMM path, image by image.
             let (k, p) = col_dims(&s);
             let one = ConvShape { n: 1, ..s };
@@ -460,16 +512,18 @@ mod tests {
                 let mut want = vec![0f32; c_out * p];
                 let xi = &x[i * c_in * h * w..][..c_in * h * w];
                 f32::gemm_patches(&mut want, (&wt, k, 1), patches(xi, &one), c_out, false);
-                for (j, (&d, &g)) in direct[i * c_out * p..][..c_out * p]
-                    .iter()
-                    .zip(&want)
-                    .enumerate()
-                {
-                    let g = g + bias[j / p];
-                    assert!(
-                        (d - g).abs() <= 1e-4 * (1.0 + g.abs()),
-                        "{s:?}: {d} vs {g} at {j}"
-                    );
+                for (name, got) in &kernels {
+                    for (j, (&d, &g)) in got[i * c_out * p..][..c_out * p]
+                        .iter()
+                        .zip(&want)
+                        .enumerate()
+                    {
+                        let g = g + bias[j / p];
+                        assert!(
+                            (d - g).abs() <= 1e-4 * (1.0 + g.abs()),
+                            "{name} {s:?}: {d} vs {g} at {j}"
+                        );
+                    }
                 }
             }
         }

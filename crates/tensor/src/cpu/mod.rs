@@ -16,6 +16,8 @@ pub mod reference;
 mod softmax;
 mod strided;
 mod wide;
+#[cfg(target_arch = "x86_64")]
+mod winograd;
 
 use crate::backend::{BackendStorage, Operand};
 use crate::ops::{AdamWStep, AttnShape, BinaryOp, ConvShape, NormShape, ReduceOp, UnaryOp};
