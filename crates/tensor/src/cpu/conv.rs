@@ -195,7 +195,15 @@ impl Direct for f32 {
     ) -> bool {
         // A single group runs on one thread: leave a small batch to the parallel GEMM
         // (by shape alone, never by thread count: determinism).
-        if !conv_direct::applies_weight_grad(s) || s.n <= WEIGHT_GRAD_GROUP {
+        if s.n <= WEIGHT_GRAD_GROUP {
+            return false;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if winograd::applies(s) {
+            winograd::weight_grad_group(x, dy, images, s, dw);
+            return true;
+        }
+        if !conv_direct::applies_weight_grad(s) {
             return false;
         }
         conv_direct::weight_grad_group(x, dy, images, s, dw);
@@ -529,15 +537,21 @@ mod tests {
         }
     }
 
-    /// The direct weight gradient agrees with the GEMM path (to rounding), over groups
-    /// of images, at channel-block tails and paddings.
+    /// The direct and Winograd weight gradients agree with the GEMM path (to rounding),
+    /// over groups of images, at channel-block tails, paddings, odd sizes and narrow
+    /// images (two or four tile rows per vector).
     #[test]
-    fn direct_weight_grad_matches_gemm() {
+    fn direct_and_winograd_weight_grads_match_gemm() {
         for (n, c_in, h, w, c_out, padding) in [
             (9, 3, 8, 8, 32, (1, 1)),
             (9, 5, 7, 11, 17, (1, 1)),
             (10, 2, 6, 5, 3, (0, 0)),
             (9, 4, 16, 16, 64, (2, 1)),
+            (9, 33, 32, 32, 40, (1, 1)),
+            (10, 9, 13, 15, 20, (1, 1)),
+            (9, 16, 8, 8, 3, (1, 1)),
+            (9, 7, 5, 7, 17, (2, 1)),
+            (9, 3, 40, 70, 16, (1, 2)),
         ] {
             let s = ConvShape {
                 n,
@@ -557,11 +571,16 @@ mod tests {
             let x = data(n * c_in * h * w, 0);
             let dy = data(n * c_out * s.h_out() * s.w_out(), 1);
             let (k, p) = col_dims(&s);
-            let mut direct = vec![0f32; c_out * k];
+            let mut kernels = vec![("direct", vec![0f32; c_out * k])];
+            conv_direct::weight_grad_group(&x, &dy, 0..n, &s, &mut kernels[0].1);
+            #[cfg(target_arch = "x86_64")]
+            if winograd::applies(&s) {
+                kernels.push(("winograd", vec![0f32; c_out * k]));
+                winograd::weight_grad_group(&x, &dy, 0..n, &s, &mut kernels[1].1);
+            }
             let mut want = vec![0f32; c_out * k];
             let mut col = vec![0f32; k * p];
             let in_len = c_in * h * w;
-            assert!(f32::direct_weight_grad(&x, &dy, 0..n, &s, &mut direct));
             for i in 0..n {
                 im2col(&x[i * in_len..][..in_len], &s, &mut col);
                 let dyi = &dy[i * c_out * p..][..c_out * p];
@@ -576,11 +595,13 @@ mod tests {
                     false,
                 );
             }
-            for (j, (&d, &g)) in direct.iter().zip(&want).enumerate() {
-                assert!(
-                    (d - g).abs() <= 1e-3 * (1.0 + g.abs()),
-                    "{s:?}: {d} vs {g} at {j}"
-                );
+            for (name, got) in &kernels {
+                for (j, (&d, &g)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (d - g).abs() <= 1e-3 * (1.0 + g.abs()),
+                        "{name} {s:?}: {d} vs {g} at {j}"
+                    );
+                }
             }
         }
     }

@@ -1,0 +1,225 @@
+//! Winograd F(2x2, 3x3) convolution for f32 on AVX-512 (Lavin & Gray 2016, "Fast
+//! Algorithms for Convolutional Neural Networks", sec. 4), for 3x3 stride-1
+//! convolutions, the U-Net's: the forward pass and the input gradient (itself a 3x3
+//! stride-1 convolution) in `forward`, the weight gradient in `weight_grad`. A 2x2 block
+//! of outputs takes 16 multiplies per (input, output) channel pair where the direct
+//! kernel takes 36, 2.25x fewer; the transforms in and out are additions only.
+//!
+//! Both cut each image into 2x2 output tiles, taken in chunks of a few tile rows whose
+//! transforms stay in L2, and transform each tile's 4x4 input patch d (stride 2 over the
+//! padded image) to V = B^T d B, laid out [16][Cin][tiles]: one row of tiles per
+//! transformed element, tiles in SIMD lanes. Narrow images put several tile rows in one
+//! vector (2 at 8 tiles a row, 4 at 4), so the transforms use whole vectors down to 8x8.
+//!
+//! Every result is the same chain of operations whatever the thread count (threads
+//! split images). Rounding differs from the direct sums by a few ulp of the operands'
+//! magnitude: the transforms' entries are 0, ±1 and ±1/2.
+
+mod forward;
+mod weight_grad;
+
+pub(crate) use forward::{conv_image, Prepared};
+pub(crate) use weight_grad::weight_grad_group;
+
+use crate::ops::ConvShape;
+
+/// Elements of a transformed 4x4 tile.
+const E: usize = 16;
+/// f32 lanes of a zmm register: tiles per vector.
+const LANES: usize = 16;
+/// Tiles per chunk, at most: a chunk's transforms (16 x Cin x 32 floats for V, 256 KiB
+/// at Cin 128) stay in the 1 MiB L2 between the pass that writes them and the GEMM that
+/// reads them.
+const CHUNK: usize = 32;
+
+/// Whether the Winograd kernels serve `s` on this CPU: f32 3x3 stride-1 convolutions
+/// (any padding), when the AVX-512 GEMM kernel is in use (`KUOSAN_GEMM_KERNEL` forcing
+/// another turns this off too).
+pub(crate) fn applies(s: &ConvShape) -> bool {
+    s.stride == (1, 1)
+        && (s.kh, s.kw) == (3, 3)
+        && s.h + 2 * s.padding.0 >= 3
+        && s.w + 2 * s.padding.1 >= 3
+        && super::gemm::Kernel::selected() == super::gemm::Kernel::Avx512
+}
+
+/// How an image is cut into tiles and chunks, and its padded copy.
+pub(crate) struct Tiling {
+    /// Tile rows and columns: ceil(HO / 2), ceil(WO / 2).
+    th: usize,
+    tw: usize,
+    /// Tile rows per vector: 16 / tw where tw is 4 or 8, else 1 (a row takes
+    /// ceil(tw / 16) vectors).
+    group: usize,
+    /// The padded plane, 2 th' + 2 by 2 tw16 + 2 (th' rounded up to whole groups, tw16
+    /// to whole vectors): every vector's 4x4 patches lie inside, and what lies past the
+    /// padded image is zero.
+    hp: usize,
+    wp: usize,
+    /// Tile rows per chunk (whole groups), and the chunk's tiles in whole vectors.
+    rows: usize,
+    lanes: usize,
+}
+
+impl Tiling {
+    fn new(s: &ConvShape) -> Tiling {
+        let (th, tw) = (s.h_out().div_ceil(2), s.w_out().div_ceil(2));
+        let group = if tw == 4 || tw == 8 { LANES / tw } else { 1 };
+        let rows = (CHUNK / tw).clamp(1, th).next_multiple_of(group);
+        Tiling {
+            th,
+            tw,
+            group,
+            hp: 2 * th.next_multiple_of(group) + 2,
+            wp: 2 * tw.next_multiple_of(LANES) + 2,
+            rows,
+            lanes: (rows * tw).next_multiple_of(LANES),
+        }
+    }
+
+    /// Floats of one channel's padded plane.
+    fn plane(&self) -> usize {
+        self.hp * self.wp
+    }
+
+    /// Copies xn [Cin, H, W] into the interior of `pad` [Cin][hp][wp]. Only the interior
+    /// is written, image after image: the rest keeps the zeros it started with.
+    fn pad_image(&self, xn: &[f32], s: &ConvShape, pad: &mut [f32]) {
+        let (ph, pw) = s.padding;
+        for c in 0..s.c_in {
+            for ih in 0..s.h {
+                let dst = (c * self.hp + ih + ph) * self.wp + pw;
+                pad[dst..dst + s.w].copy_from_slice(&xn[(c * s.h + ih) * s.w..][..s.w]);
+            }
+        }
+    }
+
+    /// Each chunk's first tile row and its groups' first tile rows (the last group may
+    /// reach past th, into zeros).
+    fn chunks(
+        &self,
+    ) -> impl Iterator<Item = (usize, std::iter::StepBy<std::ops::Range<usize>>)> + '_ {
+        (0..self.th).step_by(self.rows).map(|ty0| {
+            (
+                ty0,
+                (ty0..(ty0 + self.rows).min(self.th)).step_by(self.group),
+            )
+        })
+    }
+
+    /// V[e][c][..] for every input channel of a chunk: `v` is [16][rows][lanes] with
+    /// `rows` >= Cin rows per element.
+    fn transform_inputs(
+        &self,
+        pad: &[f32],
+        s: &ConvShape,
+        chunk: (usize, &std::iter::StepBy<std::ops::Range<usize>>),
+        v: &mut [f32],
+        rows: usize,
+    ) {
+        let (ty0, groups) = chunk;
+        let plane = self.plane();
+        assert!(v.len() >= E * rows * self.lanes && rows >= s.c_in);
+        for c in 0..s.c_in {
+            let pc = &pad[c * plane..][..plane];
+            for ty in groups.clone() {
+                let at = c * self.lanes + (ty - ty0) * self.tw;
+                // SAFETY: `applies` checked AVX-512F (`Kernel::selected`); the group's
+                // patches lie inside the plane (hp, wp), and its stores go to
+                // V[e][c][(ty - ty0) tw..] for group * tw <= lanes tiles, inside v.
+                unsafe { input_tiles(pc, self, ty, v[at..].as_mut_ptr(), rows * self.lanes) };
+            }
+        }
+    }
+}
+
+/// The 16 floats of `row` from `at`, or where `group` is 4 the 8 from `at` then the 8
+/// from `at + next` (the same columns one tile row = 2 padded rows down, twice over:
+/// a vector holds four tile rows of 4 tiles).
+#[target_feature(enable = "avx512f")]
+unsafe fn load_row(
+    plane: *const f32,
+    at: usize,
+    group: usize,
+    next: usize,
+) -> [std::arch::x86_64::__m512; 2] {
+    use std::arch::x86_64::*;
+    let p = plane.add(at);
+    match group {
+        1 => [_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(LANES))],
+        2 => [_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(next))],
+        _ => {
+            let two = |q: *const f32| {
+                let lo = _mm512_castps256_ps512(_mm256_loadu_ps(q));
+                let hi = _mm256_castps_pd(_mm256_loadu_ps(q.add(next)));
+                _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castps_pd(lo), hi))
+            };
+            [two(p), two(p.add(2 * next))]
+        }
+    }
+}
+
+/// V[e][c][..] = (B^T d B)[e] for the tiles of one group of tile rows from `ty` of one
+/// input channel's padded plane, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]: 16
+/// tiles a vector, the patches' even and odd columns split by two permutes per pair of
+/// loads. `v` points at the group's first tile in V[0][c]; rows of different e lie
+/// `estride` apart.
+#[target_feature(enable = "avx512f")]
+unsafe fn input_tiles(plane: &[f32], p: &Tiling, ty: usize, v: *mut f32, estride: usize) {
+    use std::arch::x86_64::*;
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    debug_assert!(plane.len() >= (2 * (ty + p.group) + 2) * p.wp);
+    // Next tile row: two padded rows down.
+    let next = 2 * p.wp;
+    let step = if p.group == 1 { LANES } else { p.tw };
+    for tx0 in (0..p.tw).step_by(step) {
+        let mask = if p.group == 1 {
+            lane_mask(p.tw - tx0)
+        } else {
+            u16::MAX
+        };
+        // dB for the patch's 4 rows: h[r][j] over 16 tiles.
+        let mut h = [[_mm512_setzero_ps(); 4]; 4];
+        for (r, hr) in h.iter_mut().enumerate() {
+            // Columns 2 tx .. 2 tx + 34 of the row (fewer for groups): inside, as
+            // wp = 2 tw16 + 2.
+            let at = (2 * ty + r) * p.wp + 2 * tx0;
+            let [a0, a1] = load_row(plane.as_ptr(), at, p.group, next);
+            let [b0, b1] = load_row(plane.as_ptr(), at + 2, p.group, next);
+            let d0 = _mm512_permutex2var_ps(a0, even, a1);
+            let d1 = _mm512_permutex2var_ps(a0, odd, a1);
+            let d2 = _mm512_permutex2var_ps(b0, even, b1);
+            let d3 = _mm512_permutex2var_ps(b0, odd, b1);
+            *hr = [
+                _mm512_sub_ps(d0, d2),
+                _mm512_add_ps(d1, d2),
+                _mm512_sub_ps(d2, d1),
+                _mm512_sub_ps(d1, d3),
+            ];
+        }
+        // B^T (dB): the same combinations down the rows, column j at a time.
+        let [h0, h1, h2, h3] = h;
+        for j in 0..4 {
+            let col = [
+                _mm512_sub_ps(h0[j], h2[j]),
+                _mm512_add_ps(h1[j], h2[j]),
+                _mm512_sub_ps(h2[j], h1[j]),
+                _mm512_sub_ps(h1[j], h3[j]),
+            ];
+            for (i, &val) in col.iter().enumerate() {
+                _mm512_mask_storeu_ps(v.add((i * 4 + j) * estride + tx0), mask, val);
+            }
+        }
+    }
+}
+
+/// The first n (<= 16, more is 16) lanes.
+#[inline(always)]
+fn lane_mask(n: usize) -> u16 {
+    if n >= LANES {
+        u16::MAX
+    } else {
+        (1u16 << n) - 1
+    }
+}

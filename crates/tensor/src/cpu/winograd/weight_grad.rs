@@ -1,0 +1,202 @@
+//! The weight gradient by Winograd F(2x2, 3x3). The forward pass is linear in U:
+//! M[e] = U[e] V[e], so dL/dU[e] = dM[e] V[e]^T summed over tiles, where dM = A dY A^T
+//! is the output transform's adjoint (A^T = [1 1 1 0; 0 1 -1 -1]); then, as U = G g G^T,
+//! dL/dg = G^T dU G. Per image, dy is transposed once to [pixels][Cout], so that dM is
+//! computed with output channels in SIMD lanes, laid out [16][tiles][Cout]; the GEMM
+//! dU[e] [Cin][Cout] += V[e] [Cin][tiles] dM[e] [tiles][Cout] runs over a chunk's tiles
+//! with 8 input x 32 output channels in 16 accumulators. Sums run over the images in
+//! order, chunks in order, tiles in order: fixed, whatever the thread count.
+
+use std::arch::x86_64::*;
+
+use super::{Tiling, E, LANES};
+use crate::ops::ConvShape;
+
+/// Input channels per micro-tile (one broadcast each).
+const CB: usize = 8;
+
+/// The weight gradient of `images` into `dw` [Cout, Cin*9] (overwritten):
+/// dw[co, c, i, j] = sum over images and output pixels q of dy[co, q] x[c, q + (i, j)].
+pub(crate) fn weight_grad_group(
+    x: &[f32],
+    dy: &[f32],
+    images: std::ops::Range<usize>,
+    s: &ConvShape,
+    dw: &mut [f32],
+) {
+    let t = Tiling::new(s);
+    let (ho, wo) = (s.h_out(), s.w_out());
+    let cop = s.c_out.next_multiple_of(LANES);
+    let cinp = s.c_in.next_multiple_of(CB);
+    // One image's dy, transposed and zero-padded to whole tiles and groups: [hy][wy][cop].
+    let (hy, wy) = (2 * t.th.next_multiple_of(t.group), 2 * t.tw);
+    let in_len = s.c_in * s.h * s.w;
+    let mut pad = vec![0f32; s.c_in * t.plane()];
+    // V rows past Cin stay zero: the micro-tile runs over whole blocks of CB channels.
+    let mut v = vec![0f32; E * cinp * t.lanes];
+    let mut dyt = vec![0f32; hy * wy * cop];
+    let mut dm = vec![0f32; E * t.lanes * cop];
+    let mut du = vec![0f32; E * cinp * cop];
+    for n in images {
+        t.pad_image(&x[n * in_len..][..in_len], s, &mut pad);
+        let dyn_ = &dy[n * s.c_out * ho * wo..][..s.c_out * ho * wo];
+        for co in 0..s.c_out {
+            for oh in 0..ho {
+                for (ow, &g) in dyn_[(co * ho + oh) * wo..][..wo].iter().enumerate() {
+                    dyt[(oh * wy + ow) * cop + co] = g;
+                }
+            }
+        }
+        for (ty0, groups) in t.chunks() {
+            // The chunk's tiles, whole groups: those past HO have V = 0 and dM = 0.
+            let tiles = groups.len() * t.group * t.tw;
+            t.transform_inputs(&pad, s, (ty0, &groups), &mut v, cinp);
+            // SAFETY: `applies` checked AVX-512F (`Kernel::selected`); the tiles' 2x2
+            // blocks lie inside dyt (hy, wy) and their dM rows inside dm (tiles <= lanes).
+            unsafe { grad_tiles(&dyt, &t, ty0, tiles, (wy, cop), &mut dm) };
+            for e in 0..E {
+                let ve = &v[e * cinp * t.lanes..][..cinp * t.lanes];
+                let dme = &dm[e * t.lanes * cop..][..t.lanes * cop];
+                let due = &mut du[e * cinp * cop..][..cinp * cop];
+                for c0 in (0..cinp).step_by(CB) {
+                    let mut co0 = 0;
+                    while co0 < cop {
+                        let two = co0 + 2 * LANES <= cop;
+                        // SAFETY: as above for AVX-512F; the tile reads rows c0..c0 + CB
+                        // <= cinp of ve and `tiles` <= lanes rows of dme, and reads and
+                        // writes columns co0..co0 + 16 NB <= cop of due's rows.
+                        unsafe {
+                            if two {
+                                wgrad_tile::<2>(ve, dme, due, (c0, co0), tiles, (t.lanes, cop));
+                            } else {
+                                wgrad_tile::<1>(ve, dme, due, (c0, co0), tiles, (t.lanes, cop));
+                            }
+                        }
+                        co0 += if two { 2 * LANES } else { LANES };
+                    }
+                }
+            }
+        }
+    }
+    for co in 0..s.c_out {
+        for c in 0..s.c_in {
+            let u: [f32; E] = std::array::from_fn(|e| du[(e * cinp + c) * cop + co]);
+            dw[(co * s.c_in + c) * 9..][..9].copy_from_slice(&untransform(&u));
+        }
+    }
+}
+
+/// G^T u G for one 4x4 u (row-major), G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1]:
+/// the adjoint of the weight transform, in f64, rounded once.
+fn untransform(u: &[f32; E]) -> [f32; 9] {
+    let gt = |a: f64, b: f64, c: f64, d: f64| [a + (b + c) / 2.0, (b - c) / 2.0, (b + c) / 2.0 + d];
+    let u: [f64; E] = std::array::from_fn(|i| u[i] as f64);
+    // G^T u: 3 rows of 4, one column of u at a time.
+    let cols: [[f64; 3]; 4] = std::array::from_fn(|j| gt(u[j], u[4 + j], u[8 + j], u[12 + j]));
+    let mut out = [0f32; 9];
+    for k in 0..3 {
+        let row = gt(cols[0][k], cols[1][k], cols[2][k], cols[3][k]);
+        for l in 0..3 {
+            out[k * 3 + l] = row[l] as f32;
+        }
+    }
+    out
+}
+
+/// dM[e][k][..] = (A dY A^T)[e] for the chunk's tiles k < `tiles` (tile row ty0 + k / tw,
+/// column k % tw), A = [1 0; 1 1; 1 -1; 0 -1], 16 output channels a vector, from dyt
+/// [hy][wy][cop]; dm is [16][lanes][cop].
+#[target_feature(enable = "avx512f")]
+unsafe fn grad_tiles(
+    dyt: &[f32],
+    t: &Tiling,
+    ty0: usize,
+    tiles: usize,
+    (wy, cop): (usize, usize),
+    dm: &mut [f32],
+) {
+    debug_assert!(dm.len() >= E * t.lanes * cop && tiles <= t.lanes);
+    // [y0, y1] -> [y0, y0 + y1, y0 - y1, -y1]: A applied to a column of two.
+    let a = |y0: __m512, y1: __m512| {
+        [
+            y0,
+            _mm512_add_ps(y0, y1),
+            _mm512_sub_ps(y0, y1),
+            _mm512_sub_ps(_mm512_setzero_ps(), y1),
+        ]
+    };
+    for k in 0..tiles {
+        let (ty, tx) = (ty0 + k / t.tw, k % t.tw);
+        let base = (2 * ty * wy + 2 * tx) * cop;
+        debug_assert!(base + (wy + 1) * cop + cop <= dyt.len());
+        for j in (0..cop).step_by(LANES) {
+            let ld = |o: usize| _mm512_loadu_ps(dyt.as_ptr().add(base + o + j));
+            // A dY: four rows of two (the block's columns b).
+            let c0 = a(ld(0), ld(wy * cop));
+            let c1 = a(ld(cop), ld((wy + 1) * cop));
+            for i in 0..4 {
+                for (jj, &val) in a(c0[i], c1[i]).iter().enumerate() {
+                    let at = ((i * 4 + jj) * t.lanes + k) * cop + j;
+                    _mm512_storeu_ps(dm.as_mut_ptr().add(at), val);
+                }
+            }
+        }
+    }
+}
+
+/// due[c0 + i][co0..co0 + 16 NB] += sum over tiles k of ve[c0 + i][k] * dme[k][co0..]:
+/// CB x NB accumulators, one broadcast of V per input channel and NB loads of dM per tile.
+#[target_feature(enable = "avx512f")]
+unsafe fn wgrad_tile<const NB: usize>(
+    ve: &[f32],
+    dme: &[f32],
+    due: &mut [f32],
+    (c0, co0): (usize, usize),
+    tiles: usize,
+    (lanes, cop): (usize, usize),
+) {
+    debug_assert!(ve.len() >= (c0 + CB) * lanes && dme.len() >= tiles * cop);
+    debug_assert!(due.len() >= (c0 + CB) * cop && co0 + NB * LANES <= cop);
+    let dp = due.as_mut_ptr().add(c0 * cop + co0);
+    let mut acc = [[_mm512_setzero_ps(); NB]; CB];
+    for (i, a) in acc.iter_mut().enumerate() {
+        for (n, v) in a.iter_mut().enumerate() {
+            *v = _mm512_loadu_ps(dp.add(i * cop + n * LANES));
+        }
+    }
+    let (vp, gp) = (ve.as_ptr().add(c0 * lanes), dme.as_ptr().add(co0));
+    for k in 0..tiles {
+        let mut g = [_mm512_setzero_ps(); NB];
+        for (n, v) in g.iter_mut().enumerate() {
+            *v = _mm512_loadu_ps(gp.add(k * cop + n * LANES));
+        }
+        for (i, a) in acc.iter_mut().enumerate() {
+            let x = _mm512_set1_ps(*vp.add(i * lanes + k));
+            for n in 0..NB {
+                a[n] = _mm512_fmadd_ps(x, g[n], a[n]);
+            }
+        }
+    }
+    for (i, a) in acc.iter().enumerate() {
+        for (n, v) in a.iter().enumerate() {
+            _mm512_storeu_ps(dp.add(i * cop + n * LANES), *v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// G^T u G is the adjoint of g -> G g G^T: <G g G^T, u> = <g, G^T u G> for any g, u.
+    #[test]
+    fn untransform_is_the_weight_transforms_adjoint() {
+        let g: [f32; 9] = std::array::from_fn(|i| (i as f32 * 0.37).sin());
+        let u: [f32; E] = std::array::from_fn(|i| (i as f32 * 0.71).cos());
+        let gu = super::super::forward::transform_weight(&g);
+        let lhs: f64 = gu.iter().zip(&u).map(|(&a, &b)| a as f64 * b as f64).sum();
+        let ut = untransform(&u);
+        let rhs: f64 = g.iter().zip(&ut).map(|(&a, &b)| a as f64 * b as f64).sum();
+        assert!((lhs - rhs).abs() < 1e-5, "{lhs} vs {rhs}");
+    }
+}
