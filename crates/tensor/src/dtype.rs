@@ -232,22 +232,30 @@ pub fn erf_f64(x: f64) -> f64 {
 
 /// erf in f32 from Numerical Recipes' erfc Chebyshev fit (Press et al., 3rd ed., sec.
 /// 6.2.2): erfc(z) = t exp(-z^2 + P(t)), t = 1 / (1 + z/2), fractional error < 1.2e-7
-/// for every z, so erf = 1 - erfc is good to ~1 ulp near 1. One exp per value: exact GELU
-/// runs on every element of the U-Net's GEGLU feed-forward layers, where the series
-/// above would cost tens of terms.
+/// for every z, so erf = 1 - erfc is within ~2e-7 of the true value everywhere. Exact
+/// GELU runs it on every element of the U-Net's GEGLU feed-forward layers: in f32 with
+/// the polynomial exp (`fastmath`), the loop vectorises, where f64 and libm's exp ran one
+/// element at a time. -z^2 is folded in by a fused multiply-add, so it is exact.
+#[inline(always)]
 pub fn erf_f32(x: f32) -> f32 {
-    let z = (x as f64).abs();
+    let z = x.abs();
     let t = 1.0 / (1.0 + 0.5 * z);
-    let p = -z * z - 1.26551223
-        + t * (1.00002368
-            + t * (0.37409196
-                + t * (0.09678418
-                    + t * (-0.18628806
-                        + t * (0.27886807
-                            + t * (-1.13520398
-                                + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
-    let erfc = t * p.exp();
-    (if x >= 0.0 { 1.0 - erfc } else { erfc - 1.0 }) as f32
+    let mut p = 0.170_872_77f32;
+    for c in [
+        -0.822_152_23,
+        1.488_515_87,
+        -1.135_203_98,
+        0.278_868_07,
+        -0.186_288_06,
+        0.096_784_18,
+        0.374_091_96,
+        1.000_023_68,
+        -1.265_512_23,
+    ] {
+        p = p.mul_add(t, c);
+    }
+    let erfc = t * crate::fastmath::exp_f32((-z).mul_add(z, p));
+    (1.0 - erfc).copysign(x)
 }
 
 #[cfg(test)]
@@ -270,5 +278,24 @@ mod tests {
             assert!((erf_f64(x) - want).abs() < 1e-15, "erf({x})");
             assert!((erf_f64(-x) + want).abs() < 1e-15, "erf(-{x})");
         }
+    }
+
+    /// The f32 erf is within 3e-7 of the f64 one everywhere (the fit's 1.2e-7 plus f32
+    /// rounding), odd, and saturates to +-1.
+    #[test]
+    fn erf_f32_is_close_to_erf_f64() {
+        let mut worst = (0.0, 0.0);
+        for i in -80_000..=80_000 {
+            let x = i as f32 / 10_000.0;
+            let err = (erf_f32(x) as f64 - erf_f64(x as f64)).abs();
+            if err > worst.0 {
+                worst = (err, x);
+            }
+            assert_eq!(erf_f32(-x), -erf_f32(x), "odd at {x}");
+        }
+        assert!(worst.0 < 3e-7, "{} at x = {}", worst.0, worst.1);
+        assert_eq!(erf_f32(10.0), 1.0);
+        assert_eq!(erf_f32(f32::INFINITY), 1.0);
+        assert!(erf_f32(f32::NAN).is_nan());
     }
 }

@@ -129,7 +129,7 @@ unary_ops! {
     /// Exact GELU: x Phi(x) = x/2 (1 + erf(x / sqrt 2)); derivative Phi(x) + x phi(x).
     GeluErf "gelu_erf" |x| c::<T>(0.5) * x * (T::ONE + (x * c::<T>(std::f64::consts::FRAC_1_SQRT_2)).erf()),
         c::<T>(0.5) * (T::ONE + (x * c::<T>(std::f64::consts::FRAC_1_SQRT_2)).erf())
-            + x * c::<T>(INV_SQRT_2PI) * (c::<T>(-0.5) * x * x).exp();
+            + x * c::<T>(INV_SQRT_2PI) * (c::<T>(-0.5) * x * x).exp_fast();
         wgsl "gelu_erf(x)", "gelu_erf_grad(x)";
     /// CLIP's quick_gelu: x sigmoid(1.702 x).
     QuickGelu "quick_gelu" |x| x * sigmoid(c::<T>(1.702) * x), {
