@@ -4,7 +4,7 @@
 //! conv's (8 output channels x 32 tiles, 16 accumulators); then Y = A^T M A, each 2x2
 //! block, plus the bias.
 
-use super::{lane_mask, Tiling, E, LANES};
+use super::{lane_mask, Tiling, E, LANES, SKEW};
 use crate::ops::ConvShape;
 
 /// Output channels per micro-tile (one broadcast each).
@@ -41,7 +41,8 @@ impl Prepared {
     /// Scratch one image needs: the padded image, V and M of one chunk, and a vector of
     /// slack after M; zero when handed out the first time (`per_image` does so).
     pub(crate) fn scratch(&self, s: &ConvShape) -> usize {
-        s.c_in * self.t.plane() + E * (s.c_in + self.blocks * MB) * self.t.lanes + LANES
+        let t = &self.t;
+        s.c_in * t.plane() + E * (t.estride(s.c_in) + t.estride(self.blocks * MB)) + LANES
     }
 }
 
@@ -76,18 +77,20 @@ pub(crate) fn conv_image(
     let t = &p.t;
     let cpad = p.blocks * MB;
     let (pad, rest) = scratch.split_at_mut(s.c_in * t.plane());
-    let (v, rest) = rest.split_at_mut(E * s.c_in * t.lanes);
-    let m = &mut rest[..E * cpad * t.lanes + LANES];
+    let (vs, ms) = (t.estride(s.c_in), t.estride(cpad));
+    let (v, rest) = rest.split_at_mut(E * vs);
+    let m = &mut rest[..E * ms + LANES];
     t.pad_image(xn, s, pad);
     let (ho, wo) = (s.h_out(), s.w_out());
     for (ty0, groups) in t.chunks() {
         t.transform_inputs(pad, s, (ty0, &groups), v, s.c_in);
-        // M[e] [cpad][lanes] = U[e] [cpad][Cin] x V[e] [Cin][lanes].
+        // M[e] [cpad][lanes] = U[e] [cpad][Cin] x V[e] [Cin][lanes], blocks of e ms and
+        // vs apart.
         for e in 0..E {
-            let ve = &v[e * s.c_in * t.lanes..][..s.c_in * t.lanes];
+            let ve = &v[e * vs..][..s.c_in * t.lanes];
             for b in 0..p.blocks {
                 let ub = &p.u[(e * p.blocks + b) * s.c_in * MB..][..s.c_in * MB];
-                let mb = &mut m[(e * cpad + b * MB) * t.lanes..][..MB * t.lanes];
+                let mb = &mut m[e * ms + b * MB * t.lanes..][..MB * t.lanes];
                 let mut g = 0;
                 while g < t.lanes {
                     let two = g + 2 * LANES <= t.lanes;
@@ -113,7 +116,7 @@ pub(crate) fn conv_image(
                 // SAFETY: as above for AVX-512F; reads of M[e][co][(ty - ty0) tw..] run
                 // at most 16 lanes past the group's tiles, into M's next row or its
                 // slack; stores are masked to the pixels of yc's rows below HO.
-                unsafe { output_tiles(m[at..].as_ptr(), cpad * t.lanes, t, ty, bv, (ho, wo), yc) };
+                unsafe { output_tiles(m[at..].as_ptr(), ms, t, ty, bv, (ho, wo), yc) };
             }
         }
     }

@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Tiling, E, LANES};
+use super::{Tiling, E, LANES, SKEW};
 use crate::ops::ConvShape;
 
 /// Input channels per micro-tile (one broadcast each).
@@ -33,9 +33,10 @@ pub(crate) fn weight_grad_group(
     let in_len = s.c_in * s.h * s.w;
     let mut pad = vec![0f32; s.c_in * t.plane()];
     // V rows past Cin stay zero: the micro-tile runs over whole blocks of CB channels.
-    let mut v = vec![0f32; E * cinp * t.lanes];
+    let (vs, ds) = (t.estride(cinp), t.lanes * cop + SKEW);
+    let mut v = vec![0f32; E * vs];
     let mut dyt = vec![0f32; hy * wy * cop];
-    let mut dm = vec![0f32; E * t.lanes * cop];
+    let mut dm = vec![0f32; E * ds];
     let mut du = vec![0f32; E * cinp * cop];
     for n in images {
         t.pad_image(&x[n * in_len..][..in_len], s, &mut pad);
@@ -53,10 +54,10 @@ pub(crate) fn weight_grad_group(
             t.transform_inputs(&pad, s, (ty0, &groups), &mut v, cinp);
             // SAFETY: `applies` checked AVX-512F (`Kernel::selected`); the tiles' 2x2
             // blocks lie inside dyt (hy, wy) and their dM rows inside dm (tiles <= lanes).
-            unsafe { grad_tiles(&dyt, &t, ty0, tiles, (wy, cop), &mut dm) };
+            unsafe { grad_tiles(&dyt, &t, ty0, tiles, (wy, cop, ds), &mut dm) };
             for e in 0..E {
-                let ve = &v[e * cinp * t.lanes..][..cinp * t.lanes];
-                let dme = &dm[e * t.lanes * cop..][..t.lanes * cop];
+                let ve = &v[e * vs..][..cinp * t.lanes];
+                let dme = &dm[e * ds..][..t.lanes * cop];
                 let due = &mut du[e * cinp * cop..][..cinp * cop];
                 for c0 in (0..cinp).step_by(CB) {
                     let mut co0 = 0;
@@ -105,17 +106,17 @@ fn untransform(u: &[f32; E]) -> [f32; 9] {
 
 /// dM[e][k][..] = (A dY A^T)[e] for the chunk's tiles k < `tiles` (tile row ty0 + k / tw,
 /// column k % tw), A = [1 0; 1 1; 1 -1; 0 -1], 16 output channels a vector, from dyt
-/// [hy][wy][cop]; dm is [16][lanes][cop].
+/// [hy][wy][cop]; dm is [16][lanes][cop], blocks of e `ds` apart.
 #[target_feature(enable = "avx512f")]
 unsafe fn grad_tiles(
     dyt: &[f32],
     t: &Tiling,
     ty0: usize,
     tiles: usize,
-    (wy, cop): (usize, usize),
+    (wy, cop, ds): (usize, usize, usize),
     dm: &mut [f32],
 ) {
-    debug_assert!(dm.len() >= E * t.lanes * cop && tiles <= t.lanes);
+    debug_assert!(dm.len() >= 15 * ds + t.lanes * cop && tiles <= t.lanes);
     // [y0, y1] -> [y0, y0 + y1, y0 - y1, -y1]: A applied to a column of two.
     let a = |y0: __m512, y1: __m512| {
         [
@@ -136,7 +137,7 @@ unsafe fn grad_tiles(
             let c1 = a(ld(cop), ld((wy + 1) * cop));
             for i in 0..4 {
                 for (jj, &val) in a(c0[i], c1[i]).iter().enumerate() {
-                    let at = ((i * 4 + jj) * t.lanes + k) * cop + j;
+                    let at = (i * 4 + jj) * ds + k * cop + j;
                     _mm512_storeu_ps(dm.as_mut_ptr().add(at), val);
                 }
             }
