@@ -41,13 +41,8 @@ pub(crate) fn weight_grad_group(
     for n in images {
         t.pad_image(&x[n * in_len..][..in_len], s, &mut pad);
         let dyn_ = &dy[n * s.c_out * ho * wo..][..s.c_out * ho * wo];
-        for co in 0..s.c_out {
-            for oh in 0..ho {
-                for (ow, &g) in dyn_[(co * ho + oh) * wo..][..wo].iter().enumerate() {
-                    dyt[(oh * wy + ow) * cop + co] = g;
-                }
-            }
-        }
+        // SAFETY: `applies` checked AVX-512F; see `transpose_dy` for the bounds.
+        unsafe { transpose_dy(dyn_, s.c_out, (ho, wo), (wy, cop), &mut dyt) };
         for (ty0, groups) in t.chunks() {
             // The chunk's tiles, whole groups: those past HO have V = 0 and dM = 0.
             let tiles = groups.len() * t.group * t.tw;
@@ -85,6 +80,85 @@ pub(crate) fn weight_grad_group(
             dw[(co * s.c_in + c) * 9..][..9].copy_from_slice(&untransform(&u));
         }
     }
+}
+
+/// dyt[(oh wy + ow) cop + co] = dyn[co][oh][ow] for one image's dyn [Cout, HO, WO]: in
+/// blocks of 16 channels x 16 pixels of a row, loaded (masked at the tails) and
+/// transposed in registers, where one scalar store per element, each to another cache
+/// line, cost as much as the transform it feeds.
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_dy(
+    dyn_: &[f32],
+    c_out: usize,
+    (ho, wo): (usize, usize),
+    (wy, cop): (usize, usize),
+    dyt: &mut [f32],
+) {
+    assert!(dyn_.len() >= c_out * ho * wo && dyt.len() >= ((ho - 1) * wy + wo) * cop);
+    assert!(wo <= wy && c_out <= cop && cop % LANES == 0);
+    for co0 in (0..c_out).step_by(LANES) {
+        for oh in 0..ho {
+            for ow0 in (0..wo).step_by(LANES) {
+                let mask = super::lane_mask(wo - ow0);
+                let rows: [__m512; LANES] = std::array::from_fn(|r| {
+                    if co0 + r < c_out {
+                        let at = ((co0 + r) * ho + oh) * wo + ow0;
+                        _mm512_maskz_loadu_ps(mask, dyn_.as_ptr().add(at))
+                    } else {
+                        _mm512_setzero_ps()
+                    }
+                });
+                let cols = transpose16(rows);
+                for (q, col) in cols.iter().enumerate().take(wo - ow0) {
+                    let at = (oh * wy + ow0 + q) * cop + co0;
+                    _mm512_storeu_ps(dyt.as_mut_ptr().add(at), *col);
+                }
+            }
+        }
+    }
+}
+
+/// The transpose of a 16x16 block held as 16 row vectors: out[j][i] = rows[i][j], by
+/// the four rounds of 32-, 64-, 128- and 256-bit interleaves.
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose16(r: [__m512; LANES]) -> [__m512; LANES] {
+    // Round 1: 32-bit interleave of row pairs (2i, 2i + 1).
+    let t: [__m512; LANES] = std::array::from_fn(|k| {
+        let (a, b) = (r[k / 2 * 2], r[k / 2 * 2 + 1]);
+        if k % 2 == 0 {
+            _mm512_unpacklo_ps(a, b)
+        } else {
+            _mm512_unpackhi_ps(a, b)
+        }
+    });
+    // Round 2: 64-bit interleave of pairs (4i + j, 4i + j + 2).
+    let u: [__m512; LANES] = std::array::from_fn(|k| {
+        let base = k / 4 * 4 + (k % 4) / 2;
+        let (a, b) = (_mm512_castps_pd(t[base]), _mm512_castps_pd(t[base + 2]));
+        _mm512_castpd_ps(if k % 2 == 0 {
+            _mm512_unpacklo_pd(a, b)
+        } else {
+            _mm512_unpackhi_pd(a, b)
+        })
+    });
+    // Rounds 3 and 4: 128-bit lanes, across groups of four rows and then of eight.
+    let v: [__m512; LANES] = std::array::from_fn(|k| {
+        let base = k / 8 * 8 + k % 4;
+        let (a, b) = (u[base], u[base + 4]);
+        if (k / 4) % 2 == 0 {
+            _mm512_shuffle_f32x4::<0x88>(a, b)
+        } else {
+            _mm512_shuffle_f32x4::<0xdd>(a, b)
+        }
+    });
+    std::array::from_fn(|k| {
+        let (a, b) = (v[k % 8], v[k % 8 + 8]);
+        if k < 8 {
+            _mm512_shuffle_f32x4::<0x88>(a, b)
+        } else {
+            _mm512_shuffle_f32x4::<0xdd>(a, b)
+        }
+    })
 }
 
 /// G^T u G for one 4x4 u (row-major), G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1]:
@@ -188,6 +262,29 @@ unsafe fn wgrad_tile<const NB: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// transpose16 transposes: out[j][i] = in[i][j] for distinct values.
+    #[test]
+    fn sixteen_by_sixteen_transpose() {
+        if !is_x86_feature_detected!("avx512f") {
+            eprintln!("no AVX-512 here: nothing to check");
+            return;
+        }
+        let m: Vec<f32> = (0..256).map(|i| i as f32).collect();
+        // SAFETY: AVX-512F detected above; every load reads 16 of the 256 floats.
+        let out = unsafe {
+            let rows = std::array::from_fn(|i| _mm512_loadu_ps(m.as_ptr().add(16 * i)));
+            transpose16(rows)
+        };
+        for (j, col) in out.iter().enumerate() {
+            let mut got = [0f32; 16];
+            // SAFETY: as above; got holds 16 floats.
+            unsafe { _mm512_storeu_ps(got.as_mut_ptr(), *col) };
+            for (i, &g) in got.iter().enumerate() {
+                assert_eq!(g, m[16 * i + j], "out[{j}][{i}]");
+            }
+        }
+    }
 
     /// G^T u G is the adjoint of g -> G g G^T: <G g G^T, u> = <g, G^T u G> for any g, u.
     #[test]
