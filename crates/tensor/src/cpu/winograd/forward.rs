@@ -4,7 +4,7 @@
 //! conv's (8 output channels x 32 tiles, 16 accumulators); then Y = A^T M A, each 2x2
 //! block, plus the bias.
 
-use super::{lane_mask, Tiling, E, LANES, SKEW};
+use super::{lane_mask, Tiling, E, LANES};
 use crate::ops::ConvShape;
 
 /// Output channels per micro-tile (one broadcast each).
