@@ -1,11 +1,11 @@
 //! The nn layer: modules against hand computation, the parameter store's names and
 //! safetensors round trips (bit-exact in f32, rounded as half types round), strict and
-//! clear load errors, AdamW / clipping / EMA / LR schedule arithmetic, and exact resume of
-//! the optimizer from saved state.
+//! clear load errors, AdamW / clipping / EMA / LR schedule arithmetic, exact resume of
+//! the optimizer from saved state, and AdaGN's fused norm against its unfused ops.
 
 use crate::harness::*;
 use kuosan_nn::{
-    clip_grad_norm, AdamW, AdamWConfig, Ema, Init, Linear, LrSchedule, Module, VarStore,
+    clip_grad_norm, AdamW, AdamWConfig, Ema, GroupNorm, Init, Linear, LrSchedule, Module, VarStore,
 };
 use kuosan_tensor::{DType, Device};
 
@@ -303,4 +303,54 @@ fn cross_entropy_matches_f64_and_its_gradient() {
     let e = cross_entropy(&x, &[0, 1, 2, 3, 7]).unwrap_err().to_string();
     assert!(e.contains("label 7") && e.contains("7 classes"), "{e}");
     assert!(cross_entropy(&x, &[0]).is_err());
+}
+
+/// silu(group_norm(x) (1 + scale) + shift) in one fused kernel equals the four ops it
+/// replaces, values and the gradients of x, the norm's affine, scale and shift (f64), with
+/// scale and shift strided halves of one tensor as the U-Net's time projection gives them.
+#[test]
+fn modulated_group_norm_silu_matches_its_unfused_ops() {
+    let (n, c, h, w) = (3, 6, 4, 5);
+    let x = t64(&data(n * c * h * w, 1, -2.0, 2.0), &[n, c, h, w]).with_grad();
+    let t = t64(&data(n * 2 * c, 2, -1.0, 1.0), &[n, 2 * c]).with_grad();
+    let norm = GroupNorm {
+        weight: t64(&data(c, 3, 0.5, 1.5), &[c]).with_grad(),
+        bias: t64(&data(c, 4, -0.5, 0.5), &[c]).with_grad(),
+        groups: 2,
+        eps: 1e-5,
+    };
+    let dy = t64(&data(n * c * h * w, 5, -1.0, 1.0), &[n, c, h, w]);
+    let run = |fused: bool| {
+        let (scale, shift) = (t.narrow(1, 0, c).unwrap(), t.narrow(1, c, c).unwrap());
+        let y = if fused {
+            norm.forward_modulated_silu(&x, &scale, &shift).unwrap()
+        } else {
+            let col = |v: &kuosan_tensor::Tensor| v.unsqueeze(2).unwrap().unsqueeze(3).unwrap();
+            let gain = col(&scale.add_scalar(1.0).unwrap());
+            norm.forward(&x)
+                .unwrap()
+                .mul(&gain)
+                .unwrap()
+                .add(&col(&shift))
+                .unwrap()
+                .silu()
+                .unwrap()
+        };
+        y.mul(&dy).unwrap().sum_all().unwrap().backward().unwrap();
+        let grads = [&x, &t, &norm.weight, &norm.bias].map(|p| {
+            let g = values(&p.grad().unwrap());
+            p.zero_grad();
+            g
+        });
+        (values(&y), grads)
+    };
+    let (y_fused, g_fused) = run(true);
+    let (y_ops, g_ops) = run(false);
+    assert_close("y", &y_fused, &y_ops, 1e-12, 1e-10);
+    for (name, (a, b)) in ["x", "scale/shift", "weight", "bias"]
+        .iter()
+        .zip(g_fused.iter().zip(&g_ops))
+    {
+        assert_close(&format!("d{name}"), a, b, 1e-12, 1e-10);
+    }
 }

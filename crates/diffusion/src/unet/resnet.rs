@@ -42,23 +42,16 @@ impl ResnetBlock2D {
     /// x [B, Cin, H, W], temb [B, T] -> [B, Cout, H, W].
     pub fn forward(&self, x: &Tensor, temb: &Tensor) -> Result<Tensor> {
         let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
-        // The time embedding, SiLU then projected: [B, Cout or 2 Cout, 1, 1].
-        let t = self
-            .time_emb_proj
-            .forward(&temb.silu()?)?
-            .unsqueeze(2)?
-            .unsqueeze(3)?;
+        // The time embedding, SiLU then projected: [B, Cout] or [B, 2 Cout].
+        let t = self.time_emb_proj.forward(&temb.silu()?)?;
         let h = if self.scale_shift {
             // silu(norm2(h) (1 + scale) + shift), scale and shift the halves of t.
             let c = t.dims()[1] / 2;
             let (scale, shift) = (t.narrow(1, 0, c)?, t.narrow(1, c, c)?);
-            self.norm2
-                .forward(&h)?
-                .mul(&scale.add_scalar(1.0)?)?
-                .add(&shift)?
-                .silu()?
+            self.norm2.forward_modulated_silu(&h, &scale, &shift)?
         } else {
-            self.norm2.forward_silu(&h.add(&t)?)?
+            self.norm2
+                .forward_silu(&h.add(&t.unsqueeze(2)?.unsqueeze(3)?)?)?
         };
         let h = self.conv2.forward(&h)?;
         let skip = match &self.conv_shortcut {
