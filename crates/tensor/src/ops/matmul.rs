@@ -30,6 +30,19 @@ impl Tensor {
                 &format!("inner sizes {k} and {k2} differ"),
             ));
         }
+        // [batch.., M, K] x [K, N]: the batch folds into M (when A's rows are evenly
+        // spaced, as a contiguous A's are), so that a linear layer is one GEMM, with its
+        // weight packed once per task rather than once per batch entry, and so that the
+        // weight's gradient is one GEMM over all B M rows rather than B products summed.
+        if rb == 2 && ra > 2 {
+            let rows = self.dims()[..ra - 1].iter().product::<usize>();
+            let flat = Shape::from([rows, k]);
+            if self.layout().reshape(&flat).is_some() {
+                let mut dims = self.dims().to_vec();
+                dims[ra - 1] = n;
+                return self.reshape(flat)?.matmul(rhs)?.reshape(dims);
+            }
+        }
         let batch = Shape::broadcast(
             "matmul",
             &Shape::from(&self.dims()[..ra - 2]),

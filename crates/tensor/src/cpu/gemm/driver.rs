@@ -208,8 +208,9 @@ fn pack_a_block<T: Element, const MR: usize>(
 /// split lets rayon's work stealing move the remaining tasks to the threads that run.
 const TASKS_PER_THREAD: usize = 4;
 
-/// Fewest row-panels in an M chunk: each M chunk re-packs the same B, which costs ~1/rows of
-/// the multiply-adds, so an M chunk keeps at least 8 × MR rows.
+/// Fewest row-panels in an M chunk beyond one chunk per thread: each M chunk re-packs the
+/// same B, which costs ~1/rows of the multiply-adds, so an M chunk keeps at least 8 × MR
+/// rows unless that would leave a thread idle.
 const MIN_M_CHUNK_PANELS: usize = 8;
 
 /// Chooses how many chunks to cut the row-panels and column-panels into. Column chunks come
@@ -226,9 +227,12 @@ fn plan(m_panels: usize, n_panels: usize, nc_panels: usize, threads: usize) -> (
     let m_chunks = if n_chunks >= target {
         1
     } else {
+        // At least one chunk per thread where there are panels for it: a narrow product
+        // with a long K (a linear layer's weight gradient, 64 x 64 over 4096 rows) would
+        // otherwise run on one thread, and re-packing its B costs ~1/(6 rows) of the work.
         target
             .div_ceil(n_chunks)
-            .min(m_panels / MIN_M_CHUNK_PANELS)
+            .min((m_panels / MIN_M_CHUNK_PANELS).max(threads.min(m_panels)))
             .max(1)
     };
     (m_chunks, n_chunks)
