@@ -7,7 +7,6 @@ use clap::{Args, Parser, Subcommand};
 use kuosan_benches::{cpu, model};
 
 mod eval;
-mod malloc;
 mod sample;
 mod train;
 
@@ -178,7 +177,6 @@ struct CpuArgs {
 }
 
 fn main() -> ExitCode {
-    malloc::keep_freed_memory();
     quiet_mesa_device_select();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
