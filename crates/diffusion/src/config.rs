@@ -129,9 +129,10 @@ impl ModelConfig {
                 text_lr: 1.0,
                 scale_shift: false,
             },
-            // Sized for ~10 minutes on 2 CPU cores (README: what was tried, runs A-Y0):
+            // Sized for ~10 minutes on 2 CPU cores (README: what was tried, runs A-Y2):
             // attention at 8x8 only (16x16 attention cost 1.75x the step time), batch 16
-            // (twice the updates of 32 in the same time), lr 2e-3, v-prediction. Three
+            // (twice the updates of 32 in the same time), 1800 steps (what fits since the
+            // Winograd convolutions; 1600 before), lr 2e-3, v-prediction. Three
             // things made the prompt readable in that time:
             // - the text encoder is pretrained on the run's own captions first
             //   (`text_pretrain`: MSE to each caption's 16x16 picture plus CLIP's
@@ -155,7 +156,7 @@ impl ModelConfig {
                 text_layers: 2,
                 lr: 2e-3,
                 batch: 16,
-                steps: 1600,
+                steps: 1800,
                 ema: 0.995,
                 schedule: BetaSchedule::cosine(),
                 min_snr: Some(5.0),
