@@ -41,7 +41,11 @@ impl GroupNorm {
         shift: &Tensor,
     ) -> kuosan_tensor::Result<Tensor> {
         let dims = x.dims().to_vec();
-        let (n, c) = (dims[0], dims.get(1).copied().unwrap_or(0));
+        if dims.len() < 2 {
+            // The norm's own error names the op and the shape it expects.
+            return x.group_norm_silu(self.groups, None, None, self.eps);
+        }
+        let (n, c) = (dims[0], dims[1]);
         let gain = scale.add_scalar(1.0)?;
         // [N, C] each, then flattened to the N C channels of one sample.
         let w = self.weight.unsqueeze(0)?.mul(&gain)?;
