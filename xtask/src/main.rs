@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use kuosan_benches::{cpu, model};
 
 mod eval;
+mod malloc;
 mod sample;
 mod train;
 
@@ -177,6 +178,7 @@ struct CpuArgs {
 }
 
 fn main() -> ExitCode {
+    malloc::keep_freed_memory();
     quiet_mesa_device_select();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,

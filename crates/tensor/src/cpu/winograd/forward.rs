@@ -1,10 +1,10 @@
-//! The forward pass by Winograd F(2x2, 3x3): the weights transformed once per call to
-//! U = G g G^T, laid out [16][Cout blocks][Cin][8]; per chunk of tiles, 16 independent
-//! GEMMs M[e] = U[e] V[e], [Cout][tiles], by a micro-kernel shaped like the direct
-//! conv's (8 output channels x 32 tiles, 16 accumulators); then Y = A^T M A, each 2x2
-//! block, plus the bias.
+//! The forward pass by Winograd F(4x4, 3x3) or F(2x2, 3x3) (`Tiling::forward` picks):
+//! the weights transformed once per call to U = G g G^T, laid out [E][Cout blocks][Cin][8];
+//! per chunk of tiles, E independent GEMMs M[e] = U[e] V[e], [Cout][tiles], by a
+//! micro-kernel shaped like the direct conv's (8 output channels x 32 tiles, 16
+//! accumulators); then Y = A^T M A, each output block, plus the bias.
 
-use super::{lane_mask, Tiling, E, LANES};
+use super::{f4, lane_mask, Tiling, E, LANES};
 use crate::ops::ConvShape;
 
 /// Output channels per micro-tile (one broadcast each).
@@ -12,7 +12,7 @@ const MB: usize = 8;
 
 /// What every image of one call shares: the transformed weights and the tiling.
 pub(crate) struct Prepared {
-    /// U = G g G^T: [E][blocks][Cin][MB], zero past Cout.
+    /// U = G g G^T: [E][blocks][Cin][MB], zero past Cout (E = 16 or 36).
     u: Vec<f32>,
     /// Output-channel blocks of MB.
     blocks: usize,
@@ -21,28 +21,37 @@ pub(crate) struct Prepared {
 
 impl Prepared {
     pub(crate) fn new(w: &[f32], s: &ConvShape) -> Prepared {
+        let t = Tiling::forward(s);
         let blocks = s.c_out.div_ceil(MB);
-        let mut u = vec![0f32; E * blocks * s.c_in * MB];
+        let mut u = vec![0f32; t.e() * blocks * s.c_in * MB];
+        let mut put = |co: usize, c: usize, ue: &[f32]| {
+            for (e, &v) in ue.iter().enumerate() {
+                u[((e * blocks + co / MB) * s.c_in + c) * MB + co % MB] = v;
+            }
+        };
         for co in 0..s.c_out {
             for c in 0..s.c_in {
-                let t = transform_weight(&w[(co * s.c_in + c) * 9..][..9]);
-                for (e, &v) in t.iter().enumerate() {
-                    u[((e * blocks + co / MB) * s.c_in + c) * MB + co % MB] = v;
+                let g = &w[(co * s.c_in + c) * 9..][..9];
+                if t.m == 4 {
+                    put(co, c, &f4::transform_weight(g));
+                } else {
+                    put(co, c, &transform_weight(g));
                 }
             }
         }
-        Prepared {
-            u,
-            blocks,
-            t: Tiling::new(s),
-        }
+        Prepared { u, blocks, t }
     }
 
-    /// Scratch one image needs: the padded image, V and M of one chunk, and a vector of
-    /// slack after M; zero when handed out the first time (`per_image` does so).
+    /// Scratch one image needs: the padded image and the floats its transform may read
+    /// past it, V and M of one chunk, and a vector of slack after M; zero when handed
+    /// out the first time (`per_image` does so).
     pub(crate) fn scratch(&self, s: &ConvShape) -> usize {
         let t = &self.t;
-        s.c_in * t.plane() + E * (t.estride(s.c_in) + t.estride(self.blocks * MB)) + LANES
+        self.pad_len(s) + t.e() * (t.estride(s.c_in) + t.estride(self.blocks * MB)) + LANES
+    }
+
+    fn pad_len(&self, s: &ConvShape) -> usize {
+        s.c_in * self.t.plane() + f4::READ_PAST
     }
 }
 
@@ -75,18 +84,18 @@ pub(crate) fn conv_image(
     scratch: &mut [f32],
 ) {
     let t = &p.t;
-    let cpad = p.blocks * MB;
-    let (pad, rest) = scratch.split_at_mut(s.c_in * t.plane());
+    let (cpad, e_len) = (p.blocks * MB, t.e());
+    let (pad, rest) = scratch.split_at_mut(p.pad_len(s));
     let (vs, ms) = (t.estride(s.c_in), t.estride(cpad));
-    let (v, rest) = rest.split_at_mut(E * vs);
-    let m = &mut rest[..E * ms + LANES];
+    let (v, rest) = rest.split_at_mut(e_len * vs);
+    let m = &mut rest[..e_len * ms + LANES];
     t.pad_image(xn, s, pad);
     let (ho, wo) = (s.h_out(), s.w_out());
     for (ty0, groups) in t.chunks() {
         t.transform_inputs(pad, s, (ty0, &groups), v, s.c_in);
         // M[e] [cpad][lanes] = U[e] [cpad][Cin] x V[e] [Cin][lanes], blocks of e ms and
         // vs apart.
-        for e in 0..E {
+        for e in 0..e_len {
             let ve = &v[e * vs..][..s.c_in * t.lanes];
             for b in 0..p.blocks {
                 let ub = &p.u[(e * p.blocks + b) * s.c_in * MB..][..s.c_in * MB];
@@ -116,7 +125,14 @@ pub(crate) fn conv_image(
                 // SAFETY: as above for AVX-512F; reads of M[e][co][(ty - ty0) tw..] run
                 // at most 16 lanes past the group's tiles, into M's next row or its
                 // slack; stores are masked to the pixels of yc's rows below HO.
-                unsafe { output_tiles(m[at..].as_ptr(), ms, t, ty, bv, (ho, wo), yc) };
+                unsafe {
+                    let mp = m[at..].as_ptr();
+                    if t.m == 4 {
+                        f4::output_tiles(mp, ms, t, ty, bv, (ho, wo), yc)
+                    } else {
+                        output_tiles(mp, ms, t, ty, bv, (ho, wo), yc)
+                    }
+                }
             }
         }
     }

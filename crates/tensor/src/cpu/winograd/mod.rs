@@ -1,20 +1,26 @@
-//! Winograd F(2x2, 3x3) convolution for f32 on AVX-512 (Lavin & Gray 2016, "Fast
-//! Algorithms for Convolutional Neural Networks", sec. 4), for 3x3 stride-1
-//! convolutions, the U-Net's: the forward pass and the input gradient (itself a 3x3
-//! stride-1 convolution) in `forward`, the weight gradient in `weight_grad`. A 2x2 block
-//! of outputs takes 16 multiplies per (input, output) channel pair where the direct
-//! kernel takes 36, 2.25x fewer; the transforms in and out are additions only.
+//! Winograd convolution for f32 on AVX-512 (Lavin & Gray 2016, "Fast Algorithms for
+//! Convolutional Neural Networks", sec. 4), for 3x3 stride-1 convolutions, the U-Net's:
+//! the forward pass and the input gradient (itself a 3x3 stride-1 convolution) in
+//! `forward`, the weight gradient in `weight_grad`. F(m x m, 3x3) computes an m x m block
+//! of outputs from an (m + 2) x (m + 2) input patch with (m + 2)^2 multiplies per (input,
+//! output) channel pair where the direct kernel takes 9 m^2: F(2x2, 3x3) 16 for 36
+//! (2.25x fewer), F(4x4, 3x3) 36 for 144 (4x fewer; `f4`). The forward pass takes
+//! F(4x4) where its tiles fill whole vectors and F(2x2) elsewhere (8x8 images: 4 tiles);
+//! the weight gradient takes F(2x2).
 //!
-//! Both cut each image into 2x2 output tiles, taken in chunks of a few tile rows whose
-//! transforms stay in L2, and transform each tile's 4x4 input patch d (stride 2 over the
-//! padded image) to V = B^T d B, laid out [16][Cin][tiles]: one row of tiles per
+//! Both cut each image into m x m output tiles, taken in chunks of a few tile rows whose
+//! transforms stay in L2, and transform each tile's input patch d (stride m over the
+//! padded image) to V = B^T d B, laid out [E][Cin][tiles]: one row of tiles per
 //! transformed element, tiles in SIMD lanes. Narrow images put several tile rows in one
-//! vector (2 at 8 tiles a row, 4 at 4), so the transforms use whole vectors down to 8x8.
+//! vector (2 at 8 tiles a row, 4 at 4), so the transforms use whole vectors.
 //!
 //! Every result is the same chain of operations whatever the thread count (threads
 //! split images). Rounding differs from the direct sums by a few ulp of the operands'
-//! magnitude: the transforms' entries are 0, ±1 and ±1/2.
+//! magnitude for F(2x2) (the transforms' entries are 0, ±1 and ±1/2) and by more for
+//! F(4x4), whose entries reach 8 and 1/24: up to ~6e-6 of the terms' magnitude (the sum
+//! of |w x|) in the tests.
 
+mod f4;
 mod forward;
 mod weight_grad;
 
@@ -23,7 +29,7 @@ pub(crate) use weight_grad::weight_grad_group;
 
 use crate::ops::ConvShape;
 
-/// Elements of a transformed 4x4 tile.
+/// Elements of a transformed F(2x2, 3x3) tile (4x4).
 const E: usize = 16;
 /// f32 lanes of a zmm register: tiles per vector.
 const LANES: usize = 16;
@@ -50,14 +56,16 @@ pub(crate) fn applies(s: &ConvShape) -> bool {
 
 /// How an image is cut into tiles and chunks, and its padded copy.
 pub(crate) struct Tiling {
-    /// Tile rows and columns: ceil(HO / 2), ceil(WO / 2).
+    /// Output tile side m: 2 for F(2x2, 3x3), 4 for F(4x4, 3x3).
+    m: usize,
+    /// Tile rows and columns: ceil(HO / m), ceil(WO / m).
     th: usize,
     tw: usize,
     /// Tile rows per vector: 16 / tw where tw is 4 or 8, else 1 (a row takes
     /// ceil(tw / 16) vectors).
     group: usize,
-    /// The padded plane, 2 th' + 2 by 2 tw16 + 2 (th' rounded up to whole groups, tw16
-    /// to whole vectors): every vector's 4x4 patches lie inside, and what lies past the
+    /// The padded plane, m th' + 2 by m tw16 + 2 (th' rounded up to whole groups, tw16
+    /// to whole vectors): every vector's patches lie inside, and what lies past the
     /// padded image is zero.
     hp: usize,
     wp: usize,
@@ -67,19 +75,42 @@ pub(crate) struct Tiling {
 }
 
 impl Tiling {
+    /// F(2x2, 3x3)'s tiling.
     fn new(s: &ConvShape) -> Tiling {
-        let (th, tw) = (s.h_out().div_ceil(2), s.w_out().div_ceil(2));
+        Tiling::with_tile(s, 2)
+    }
+
+    /// The forward pass's: F(4x4, 3x3) where tiles of 4 fill whole vectors (4 or 8 tiles
+    /// a row, or 16 and more), else F(2x2, 3x3).
+    fn forward(s: &ConvShape) -> Tiling {
+        let tw4 = s.w_out().div_ceil(4);
+        let m = if tw4 == 4 || tw4 == 8 || tw4 >= LANES {
+            4
+        } else {
+            2
+        };
+        Tiling::with_tile(s, m)
+    }
+
+    fn with_tile(s: &ConvShape, m: usize) -> Tiling {
+        let (th, tw) = (s.h_out().div_ceil(m), s.w_out().div_ceil(m));
         let group = if tw == 4 || tw == 8 { LANES / tw } else { 1 };
         let rows = (CHUNK / tw).clamp(1, th).next_multiple_of(group);
         Tiling {
+            m,
             th,
             tw,
             group,
-            hp: 2 * th.next_multiple_of(group) + 2,
-            wp: 2 * tw.next_multiple_of(LANES) + 2,
+            hp: m * th.next_multiple_of(group) + 2,
+            wp: m * tw.next_multiple_of(LANES) + 2,
             rows,
             lanes: (rows * tw).next_multiple_of(LANES),
         }
+    }
+
+    /// Elements of a transformed tile: (m + 2)^2.
+    fn e(&self) -> usize {
+        (self.m + 2) * (self.m + 2)
     }
 
     /// Floats from one transformed element's block of `rows` rows of tiles to the next.
@@ -117,8 +148,9 @@ impl Tiling {
         })
     }
 
-    /// V[e][c][..] for every input channel of a chunk: `v` is [16][rows][lanes] with
-    /// `rows` >= Cin rows per element, `estride(rows)` apart.
+    /// V[e][c][..] for every input channel of a chunk: `v` is [E][rows][lanes] with
+    /// `rows` >= Cin rows per element, `estride(rows)` apart. Reads run up to 4 floats
+    /// past the last plane (F(4x4)'s loads): the caller's buffer has them.
     fn transform_inputs(
         &self,
         pad: &[f32],
@@ -129,15 +161,24 @@ impl Tiling {
     ) {
         let (ty0, groups) = chunk;
         let plane = self.plane();
-        assert!(v.len() >= E * self.estride(rows) && rows >= s.c_in);
+        assert!(v.len() >= self.e() * self.estride(rows) && rows >= s.c_in);
+        assert!(pad.len() >= s.c_in * plane + if self.m == 4 { f4::READ_PAST } else { 0 });
         for c in 0..s.c_in {
-            let pc = &pad[c * plane..][..plane];
             for ty in groups.clone() {
                 let at = c * self.lanes + (ty - ty0) * self.tw;
+                let vp = v[at..].as_mut_ptr();
+                let pp = pad[c * plane..].as_ptr();
                 // SAFETY: `applies` checked AVX-512F (`Kernel::selected`); the group's
-                // patches lie inside the plane (hp, wp), and its stores go to
+                // patches lie inside the plane (hp, wp; F(4x4)'s loads run at most
+                // READ_PAST floats past it, inside `pad`), and its stores go to
                 // V[e][c][(ty - ty0) tw..] for group * tw <= lanes tiles, inside v.
-                unsafe { input_tiles(pc, self, ty, v[at..].as_mut_ptr(), self.estride(rows)) };
+                unsafe {
+                    if self.m == 4 {
+                        f4::input_tiles(pp, self, ty, vp, self.estride(rows))
+                    } else {
+                        input_tiles(&pad[c * plane..][..plane], self, ty, vp, self.estride(rows))
+                    }
+                }
             }
         }
     }
