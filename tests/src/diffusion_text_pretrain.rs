@@ -328,7 +328,7 @@ fn every_preset_round_trips_and_small_pretrains_then_freezes_its_text_encoder() 
             assert_eq!(back, cfg, "{name} with {channels} channels");
         }
     }
-    // What the README says the CPU default does (runs S-Y0).
+    // What the README says the CPU default does (runs S-Y0, G20).
     let s = ModelConfig::preset("small", 3, 32).unwrap();
     assert!(s.train.text_pretrain.steps > 0 && s.train.text_pretrain.contrastive > 0.0);
     assert_eq!(s.train.text_lr_scale, 0.0);
@@ -336,7 +336,7 @@ fn every_preset_round_trips_and_small_pretrains_then_freezes_its_text_encoder() 
     assert!(s.unet.scale_shift);
     assert_eq!(
         (s.train.min_snr_gamma, s.train.snr_floor),
-        (Some(5.0), Some(1.0))
+        (Some(20.0), Some(1.0))
     );
     // tiny stays the plain model the unit tests were written for.
     let t = ModelConfig::preset("tiny", 3, 32).unwrap();

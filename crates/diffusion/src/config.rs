@@ -129,11 +129,11 @@ impl ModelConfig {
                 text_lr: 1.0,
                 scale_shift: false,
             },
-            // Sized for ~10 minutes on 2 CPU cores (README: what was tried, runs A-Y2):
+            // Sized for ~10 minutes on 2 CPU cores (README: what was tried, runs A-G20):
             // attention at 8x8 only (16x16 attention cost 1.75x the step time), batch 16
-            // (twice the updates of 32 in the same time), 1800 steps (what fits since the
-            // Winograd convolutions; 1600 before), lr 2e-3, v-prediction. Three
-            // things made the prompt readable in that time:
+            // (twice the updates of 32 in the same time), 2000 steps (what fits since
+            // F(4x4) Winograd; 1800 with F(2x2), 1600 before), lr 2e-3, v-prediction.
+            // Three things made the prompt readable in that time:
             // - the text encoder is pretrained on the run's own captions first
             //   (`text_pretrain`: MSE to each caption's 16x16 picture plus CLIP's
             //   contrastive loss; 600 steps, ~75 s): it then tells colours, places and
@@ -142,8 +142,10 @@ impl ModelConfig {
             //   from what it learned (runs Y -> Y0: 23 -> 39% all attributes);
             // - half the timesteps come from the noisiest quarter (timestep bias "later"
             //   x3), where the prompt decides the picture (runs O, X, Z1), and the loss
-            //   weight in x0 terms is clamp(SNR, 1, 5): min-SNR-5's cap, with a floor
-            //   of 1 so the noisiest steps still teach (runs G-K, W);
+            //   weight in x0 terms is clamp(SNR, 1, 20): a floor of 1 so the noisiest
+            //   steps still teach (runs G-K, W), and a cap of 20 rather than min-SNR's
+            //   5, so the nearly clean steps that draw the corners weigh more (shapes
+            //   48 -> 53% right, run G20);
             // - x/y input channels (CoordConv) and AdaGN resnets (scale_shift), which
             //   give "on the left" a place to attach to (runs Q, W).
             "small" => Preset {
@@ -156,10 +158,10 @@ impl ModelConfig {
                 text_layers: 2,
                 lr: 2e-3,
                 batch: 16,
-                steps: 1800,
+                steps: 2000,
                 ema: 0.995,
                 schedule: BetaSchedule::cosine(),
-                min_snr: Some(5.0),
+                min_snr: Some(20.0),
                 snr_floor: Some(1.0),
                 v: true,
                 coords: true,
