@@ -217,6 +217,71 @@ pub(super) unsafe fn output_tiles(
     }
 }
 
+/// G^T = [1/4 -1/6 -1/6 1/24 1/24 0; 0 -1/6 1/6 1/12 -1/12 0; 0 -1/6 -1/6 1/6 1/6 1]:
+/// the weight gradient's G^T dU G (`weight_grad::untransform_planes`), the adjoint of
+/// `transform_weight`.
+pub(super) const GT: [[f64; 6]; 3] = [
+    [0.25, -1.0 / 6.0, -1.0 / 6.0, 1.0 / 24.0, 1.0 / 24.0, 0.0],
+    [0.0, -1.0 / 6.0, 1.0 / 6.0, 1.0 / 12.0, -1.0 / 12.0, 0.0],
+    [0.0, -1.0 / 6.0, -1.0 / 6.0, 1.0 / 6.0, 1.0 / 6.0, 1.0],
+];
+
+/// A y for one column y of 4 (lanes: output channels), A = (A^T)^T: the output
+/// transform's adjoint.
+#[inline(always)]
+unsafe fn a(y: [__m512; 4]) -> [__m512; 6] {
+    let s02 = _mm512_add_ps(y[0], y[2]);
+    let s13 = _mm512_add_ps(y[1], y[3]);
+    // y0 + 4 y2 and 2 y1 + 8 y3
+    let t02 = _mm512_fmadd_ps(_mm512_set1_ps(4.0), y[2], y[0]);
+    let t13 = _mm512_mul_ps(
+        _mm512_set1_ps(2.0),
+        _mm512_fmadd_ps(_mm512_set1_ps(4.0), y[3], y[1]),
+    );
+    [
+        y[0],
+        _mm512_add_ps(s02, s13),
+        _mm512_sub_ps(s02, s13),
+        _mm512_add_ps(t02, t13),
+        _mm512_sub_ps(t02, t13),
+        y[3],
+    ]
+}
+
+/// dM[e][k][..] = (A dY A^T)[e] for the chunk's tiles k < `tiles` (tile row ty0 + k / tw,
+/// column k % tw), 16 output channels a vector, from dyt [hy][wy][cop]; dm is
+/// [36][lanes][cop], blocks of e `ds` apart.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn grad_tiles(
+    dyt: &[f32],
+    t: &Tiling,
+    ty0: usize,
+    tiles: usize,
+    (wy, cop, ds): (usize, usize, usize),
+    dm: &mut [f32],
+) {
+    debug_assert!(dm.len() >= (E4 - 1) * ds + t.lanes * cop && tiles <= t.lanes);
+    for k in 0..tiles {
+        let (ty, tx) = (ty0 + k / t.tw, k % t.tw);
+        let base = (4 * ty * wy + 4 * tx) * cop;
+        debug_assert!(base + (3 * wy + 3) * cop + cop <= dyt.len());
+        for j in (0..cop).step_by(LANES) {
+            let ld = |r: usize, c: usize| {
+                _mm512_loadu_ps(dyt.as_ptr().add(base + (r * wy + c) * cop + j))
+            };
+            // A dY: 6 rows of 4, a column (of the block's 4) at a time.
+            let cols: [[__m512; 6]; 4] =
+                std::array::from_fn(|c| a(std::array::from_fn(|r| ld(r, c))));
+            for i in 0..6 {
+                for (jj, &val) in a(std::array::from_fn(|c| cols[c][i])).iter().enumerate() {
+                    let at = (i * 6 + jj) * ds + k * cop + j;
+                    _mm512_storeu_ps(dm.as_mut_ptr().add(at), val);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

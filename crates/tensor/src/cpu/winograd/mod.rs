@@ -4,9 +4,8 @@
 //! `forward`, the weight gradient in `weight_grad`. F(m x m, 3x3) computes an m x m block
 //! of outputs from an (m + 2) x (m + 2) input patch with (m + 2)^2 multiplies per (input,
 //! output) channel pair where the direct kernel takes 9 m^2: F(2x2, 3x3) 16 for 36
-//! (2.25x fewer), F(4x4, 3x3) 36 for 144 (4x fewer; `f4`). The forward pass takes
-//! F(4x4) where its tiles fill whole vectors and F(2x2) elsewhere (8x8 images: 4 tiles);
-//! the weight gradient takes F(2x2).
+//! (2.25x fewer), F(4x4, 3x3) 36 for 144 (4x fewer; `f4`). Both passes take F(4x4)
+//! where its tiles fill whole vectors and F(2x2) elsewhere (8x8 images: 4 tiles).
 //!
 //! Both cut each image into m x m output tiles, taken in chunks of a few tile rows whose
 //! transforms stay in L2, and transform each tile's input patch d (stride m over the
@@ -75,13 +74,8 @@ pub(crate) struct Tiling {
 }
 
 impl Tiling {
-    /// F(2x2, 3x3)'s tiling.
-    fn new(s: &ConvShape) -> Tiling {
-        Tiling::with_tile(s, 2)
-    }
-
-    /// The forward pass's: F(4x4, 3x3) where tiles of 4 fill whole vectors (4 or 8 tiles
-    /// a row, or 16 and more), else F(2x2, 3x3).
+    /// F(4x4, 3x3) where tiles of 4 fill whole vectors (4 or 8 tiles a row, or 16 and
+    /// more), else F(2x2, 3x3).
     fn forward(s: &ConvShape) -> Tiling {
         let tw4 = s.w_out().div_ceil(4);
         let m = if tw4 == 4 || tw4 == 8 || tw4 >= LANES {

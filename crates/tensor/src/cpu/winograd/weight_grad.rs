@@ -1,15 +1,16 @@
-//! The weight gradient by Winograd F(2x2, 3x3). The forward pass is linear in U:
+//! The weight gradient by Winograd F(4x4, 3x3) or F(2x2, 3x3), on the forward pass's
+//! tiling (`Tiling::forward`). The forward pass is linear in U:
 //! M[e] = U[e] V[e], so dL/dU[e] = dM[e] V[e]^T summed over tiles, where dM = A dY A^T
-//! is the output transform's adjoint (A^T = [1 1 1 0; 0 1 -1 -1]); then, as U = G g G^T,
-//! dL/dg = G^T dU G. Per image, dy is transposed once to [pixels][Cout], so that dM is
-//! computed with output channels in SIMD lanes, laid out [16][tiles][Cout]; the GEMM
+//! is the output transform's adjoint (F(2x2): A^T = [1 1 1 0; 0 1 -1 -1]); then, as
+//! U = G g G^T, dL/dg = G^T dU G. Per image, dy is transposed once to [pixels][Cout], so
+//! that dM is computed with output channels in SIMD lanes, laid out [E][tiles][Cout]; the GEMM
 //! dU[e] [Cin][Cout] += V[e] [Cin][tiles] dM[e] [tiles][Cout] runs over a chunk's tiles
 //! with 8 input x 32 output channels in 16 accumulators. Sums run over the images in
 //! order, chunks in order, tiles in order: fixed, whatever the thread count.
 
 use std::arch::x86_64::*;
 
-use super::{Tiling, E, LANES, SKEW};
+use super::{f4, Tiling, LANES, SKEW};
 use crate::ops::ConvShape;
 
 /// Input channels per micro-tile (one broadcast each).
@@ -24,20 +25,21 @@ pub(crate) fn weight_grad_group(
     s: &ConvShape,
     dw: &mut [f32],
 ) {
-    let t = Tiling::new(s);
+    let t = Tiling::forward(s);
+    let (m, e_len) = (t.m, t.e());
     let (ho, wo) = (s.h_out(), s.w_out());
     let cop = s.c_out.next_multiple_of(LANES);
     let cinp = s.c_in.next_multiple_of(CB);
     // One image's dy, transposed and zero-padded to whole tiles and groups: [hy][wy][cop].
-    let (hy, wy) = (2 * t.th.next_multiple_of(t.group), 2 * t.tw);
+    let (hy, wy) = (m * t.th.next_multiple_of(t.group), m * t.tw);
     let in_len = s.c_in * s.h * s.w;
-    let mut pad = vec![0f32; s.c_in * t.plane()];
+    let mut pad = vec![0f32; s.c_in * t.plane() + f4::READ_PAST];
     // V rows past Cin stay zero: the micro-tile runs over whole blocks of CB channels.
     let (vs, ds) = (t.estride(cinp), t.lanes * cop + SKEW);
-    let mut v = vec![0f32; E * vs];
+    let mut v = vec![0f32; e_len * vs];
     let mut dyt = vec![0f32; hy * wy * cop];
-    let mut dm = vec![0f32; E * ds];
-    let mut du = vec![0f32; E * cinp * cop];
+    let mut dm = vec![0f32; e_len * ds];
+    let mut du = vec![0f32; e_len * cinp * cop];
     for n in images {
         t.pad_image(&x[n * in_len..][..in_len], s, &mut pad);
         let dyn_ = &dy[n * s.c_out * ho * wo..][..s.c_out * ho * wo];
@@ -47,10 +49,16 @@ pub(crate) fn weight_grad_group(
             // The chunk's tiles, whole groups: those past HO have V = 0 and dM = 0.
             let tiles = groups.len() * t.group * t.tw;
             t.transform_inputs(&pad, s, (ty0, &groups), &mut v, cinp);
-            // SAFETY: `applies` checked AVX-512F (`Kernel::selected`); the tiles' 2x2
+            // SAFETY: `applies` checked AVX-512F (`Kernel::selected`); the tiles' m x m
             // blocks lie inside dyt (hy, wy) and their dM rows inside dm (tiles <= lanes).
-            unsafe { grad_tiles(&dyt, &t, ty0, tiles, (wy, cop, ds), &mut dm) };
-            for e in 0..E {
+            unsafe {
+                if m == 4 {
+                    f4::grad_tiles(&dyt, &t, ty0, tiles, (wy, cop, ds), &mut dm)
+                } else {
+                    grad_tiles(&dyt, &t, ty0, tiles, (wy, cop, ds), &mut dm)
+                }
+            }
+            for e in 0..e_len {
                 let ve = &v[e * vs..][..cinp * t.lanes];
                 let dme = &dm[e * ds..][..t.lanes * cop];
                 let due = &mut du[e * cinp * cop..][..cinp * cop];
@@ -74,10 +82,62 @@ pub(crate) fn weight_grad_group(
             }
         }
     }
-    for co in 0..s.c_out {
-        for c in 0..s.c_in {
-            let u: [f32; E] = std::array::from_fn(|e| du[(e * cinp + c) * cop + co]);
-            dw[(co * s.c_in + c) * 9..][..9].copy_from_slice(&untransform(&u));
+    let gt: &[[f64; 6]; 3] = if m == 4 { &f4::GT } else { &GT };
+    untransform_planes(&du, gt, m + 2, (s.c_in, cinp, s.c_out, cop), dw);
+}
+
+/// G^T for F(2x2, 3x3), padded to 6 columns.
+const GT: [[f64; 6]; 3] = [
+    [1.0, 0.5, 0.5, 0.0, 0.0, 0.0],
+    [0.0, 0.5, -0.5, 0.0, 0.0, 0.0],
+    [0.0, 0.5, 0.5, 1.0, 0.0, 0.0],
+];
+
+/// dw[co][c] = G^T dU[.][c][co] G for every channel pair, from du [n x n][cinp][cop]
+/// (n = m + 2): as the map is linear, by whole planes of channel pairs, in blocks that
+/// stay in L1 and in f64, rounded once. (Gathering each pair's n^2 values from n^2
+/// planes 16 KiB apart missed L1 at every load and, at F(4x4), cost more than the
+/// weight gradient's GEMMs on 16x16 images.)
+fn untransform_planes(
+    du: &[f32],
+    gt: &[[f64; 6]; 3],
+    n: usize,
+    (c_in, cinp, c_out, cop): (usize, usize, usize, usize),
+    dw: &mut [f32],
+) {
+    const BLOCK: usize = 128;
+    let plane = cinp * cop;
+    // w1[k][j][q] = sum over i of G^T[k][i] dU[i][j][q]; then out[k][l] = sum over j of
+    // G^T[l][j] w1[k][j].
+    let mut w1 = vec![0f64; 3 * n * BLOCK];
+    let mut out = [0f64; BLOCK];
+    for q0 in (0..plane).step_by(BLOCK) {
+        let len = BLOCK.min(plane - q0);
+        for k in 0..3 {
+            for j in 0..n {
+                let w = &mut w1[(k * n + j) * BLOCK..][..len];
+                w.fill(0.0);
+                for (i, &g) in gt[k][..n].iter().enumerate().filter(|(_, g)| **g != 0.0) {
+                    let d = &du[(i * n + j) * plane + q0..][..len];
+                    w.iter_mut().zip(d).for_each(|(w, &d)| *w += g * d as f64);
+                }
+            }
+        }
+        for k in 0..3 {
+            for l in 0..3 {
+                let o = &mut out[..len];
+                o.fill(0.0);
+                for (j, &g) in gt[l][..n].iter().enumerate().filter(|(_, g)| **g != 0.0) {
+                    let w = &w1[(k * n + j) * BLOCK..][..len];
+                    o.iter_mut().zip(w).for_each(|(o, &w)| *o += g * w);
+                }
+                for (dq, &v) in o.iter().enumerate() {
+                    let (c, co) = ((q0 + dq) / cop, (q0 + dq) % cop);
+                    if c < c_in && co < c_out {
+                        dw[(co * c_in + c) * 9 + k * 3 + l] = v as f32;
+                    }
+                }
+            }
         }
     }
 }
@@ -159,23 +219,6 @@ unsafe fn transpose16(r: [__m512; LANES]) -> [__m512; LANES] {
             _mm512_shuffle_f32x4::<0xdd>(a, b)
         }
     })
-}
-
-/// G^T u G for one 4x4 u (row-major), G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1]:
-/// the adjoint of the weight transform, in f64, rounded once.
-fn untransform(u: &[f32; E]) -> [f32; 9] {
-    let gt = |a: f64, b: f64, c: f64, d: f64| [a + (b + c) / 2.0, (b - c) / 2.0, (b + c) / 2.0 + d];
-    let u: [f64; E] = std::array::from_fn(|i| u[i] as f64);
-    // G^T u: 3 rows of 4, one column of u at a time.
-    let cols: [[f64; 3]; 4] = std::array::from_fn(|j| gt(u[j], u[4 + j], u[8 + j], u[12 + j]));
-    let mut out = [0f32; 9];
-    for k in 0..3 {
-        let row = gt(cols[0][k], cols[1][k], cols[2][k], cols[3][k]);
-        for l in 0..3 {
-            out[k * 3 + l] = row[l] as f32;
-        }
-    }
-    out
 }
 
 /// dM[e][k][..] = (A dY A^T)[e] for the chunk's tiles k < `tiles` (tile row ty0 + k / tw,
@@ -286,15 +329,34 @@ mod tests {
         }
     }
 
-    /// G^T u G is the adjoint of g -> G g G^T: <G g G^T, u> = <g, G^T u G> for any g, u.
+    /// G^T u G is the adjoint of g -> G g G^T: <G g G^T, u> = <g, G^T u G> for any g, u,
+    /// for F(2x2) and F(4x4), with the pair's values in planes of several channel pairs.
     #[test]
     fn untransform_is_the_weight_transforms_adjoint() {
         let g: [f32; 9] = std::array::from_fn(|i| (i as f32 * 0.37).sin());
-        let u: [f32; E] = std::array::from_fn(|i| (i as f32 * 0.71).cos());
-        let gu = super::super::forward::transform_weight(&g);
-        let lhs: f64 = gu.iter().zip(&u).map(|(&a, &b)| a as f64 * b as f64).sum();
-        let ut = untransform(&u);
-        let rhs: f64 = g.iter().zip(&ut).map(|(&a, &b)| a as f64 * b as f64).sum();
-        assert!((lhs - rhs).abs() < 1e-5, "{lhs} vs {rhs}");
+        let f2 = super::super::forward::transform_weight(&g);
+        let f4 = f4::transform_weight(&g);
+        for (n, gu, gt) in [(4, &f2[..], &GT), (6, &f4[..], &f4::GT)] {
+            // Two input x three output channels (padded to 2 x 4); the pair (1, 2).
+            let (c_in, cinp, c_out, cop) = (2, 2, 3, 4);
+            let u: Vec<f32> = (0..n * n).map(|i| (i as f32 * 0.71).cos()).collect();
+            let mut du = vec![0f32; n * n * cinp * cop];
+            for (e, &v) in u.iter().enumerate() {
+                du[e * cinp * cop + cop + 2] = v;
+            }
+            let mut dw = vec![f32::NAN; c_out * c_in * 9];
+            untransform_planes(&du, gt, n, (c_in, cinp, c_out, cop), &mut dw);
+            let lhs: f64 = gu.iter().zip(&u).map(|(&a, &b)| a as f64 * b as f64).sum();
+            let ut = &dw[(2 * c_in + 1) * 9..][..9];
+            let rhs: f64 = g.iter().zip(ut).map(|(&a, &b)| a as f64 * b as f64).sum();
+            assert!(
+                (lhs - rhs).abs() < 1e-5,
+                "F({0}x{0}): {lhs} vs {rhs}",
+                n - 2
+            );
+            // Every other pair's gradient is zero.
+            let others = dw.iter().enumerate().filter(|(i, _)| i / 9 != 2 * c_in + 1);
+            assert!(others.clone().all(|(_, &v)| v == 0.0), "F({0}x{0})", n - 2);
+        }
     }
 }
