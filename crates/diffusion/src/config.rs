@@ -131,8 +131,8 @@ impl ModelConfig {
             },
             // Sized for ~10 minutes on 2 CPU cores (README: what was tried, runs A-G20):
             // attention at 8x8 only (16x16 attention cost 1.75x the step time), batch 16
-            // (twice the updates of 32 in the same time), 2000 steps (what fits since
-            // F(4x4) Winograd; 1800 with F(2x2), 1600 before), lr 2e-3, v-prediction.
+            // (twice the updates of 32 in the same time), 2000 steps (what fits: 9 min
+            // 10 s; 1800 and 1600 on slower engines), lr 2e-3, v-prediction.
             // Three things made the prompt readable in that time:
             // - the text encoder is pretrained on the run's own captions first
             //   (`text_pretrain`: MSE to each caption's 16x16 picture plus CLIP's
