@@ -44,7 +44,7 @@ fn lane_sum2<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> f64 {
         let mut acc = [T::ZERO; LANES];
         for (a32, b32) in ablock.iter().zip(bblock) {
             for l in 0..LANES {
-                acc[l] = acc[l] + f(a32[l], b32[l]);
+                acc[l] += f(a32[l], b32[l]);
             }
         }
         for l in 0..LANES {
@@ -66,7 +66,7 @@ fn lane_sum<T: Float>(xs: &[T], f: impl Fn(T) -> T) -> f64 {
         let mut acc = [T::ZERO; LANES];
         for c in block {
             for l in 0..LANES {
-                acc[l] = acc[l] + f(c[l]);
+                acc[l] += f(c[l]);
             }
         }
         for l in 0..LANES {

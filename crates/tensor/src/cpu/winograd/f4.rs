@@ -152,9 +152,9 @@ pub(super) unsafe fn input_tiles(
             *hr = bt(d);
         }
         // B^T (d B): the same transform down the rows, column j at a time.
-        for j in 0..6 {
-            let col = bt(std::array::from_fn(|r| h[r][j]));
-            for (i, &val) in col.iter().enumerate() {
+        let columns: [[__m512; 6]; 6] = std::array::from_fn(|j| std::array::from_fn(|r| h[r][j]));
+        for (j, &column) in columns.iter().enumerate() {
+            for (i, &val) in bt(column).iter().enumerate() {
                 _mm512_mask_storeu_ps(v.add((i * 6 + j) * estride + tx0), mask, val);
             }
         }
@@ -191,8 +191,9 @@ pub(super) unsafe fn output_tiles(
         // A^T M: 4 rows of 6, a column at a time; then (A^T M) A, a row at a time.
         let cols: [[__m512; 4]; 6] =
             std::array::from_fn(|j| at(std::array::from_fn(|i| t[i * 6 + j])));
-        for a in 0..4 {
-            let y = at(std::array::from_fn(|j| cols[j][a])).map(|v| _mm512_add_ps(v, b));
+        let rows: [[__m512; 6]; 4] = std::array::from_fn(|a| std::array::from_fn(|j| cols[j][a]));
+        for (a, &row) in rows.iter().enumerate() {
+            let y = at(row).map(|v| _mm512_add_ps(v, b));
             let p01 = [
                 _mm512_permutex2var_ps(y[0], pair_lo, y[1]),
                 _mm512_permutex2var_ps(y[0], pair_hi, y[1]),
@@ -272,8 +273,10 @@ pub(super) unsafe fn grad_tiles(
             // A dY: 6 rows of 4, a column (of the block's 4) at a time.
             let cols: [[__m512; 6]; 4] =
                 std::array::from_fn(|c| a(std::array::from_fn(|r| ld(r, c))));
-            for i in 0..6 {
-                for (jj, &val) in a(std::array::from_fn(|c| cols[c][i])).iter().enumerate() {
+            let rows: [[__m512; 4]; 6] =
+                std::array::from_fn(|i| std::array::from_fn(|c| cols[c][i]));
+            for (i, &row) in rows.iter().enumerate() {
+                for (jj, &val) in a(row).iter().enumerate() {
                     let at = (i * 6 + jj) * ds + k * cop + j;
                     _mm512_storeu_ps(dm.as_mut_ptr().add(at), val);
                 }
