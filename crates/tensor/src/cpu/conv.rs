@@ -602,32 +602,17 @@ mod tests {
             let mut col = vec![0f32; k * p];
             let in_len = c_in * h * w;
             let (x_abs, dy_abs) = (abs(&x), abs(&dy));
-            for i in 0..n {
-                let at = i * c_out * p..(i + 1) * c_out * p;
-                im2col(&x[i * in_len..][..in_len], &s, &mut col);
-                let dims = (c_out, k, p);
-                gemm_into(
-                    &mut want,
-                    &dy[at.clone()],
-                    (p, 1),
-                    &col,
-                    (1, p),
-                    dims,
-                    i > 0,
-                    false,
-                );
-                im2col(&x_abs[i * in_len..][..in_len], &s, &mut col);
-                gemm_into(
-                    &mut mag,
-                    &dy_abs[at],
-                    (p, 1),
-                    &col,
-                    (1, p),
-                    dims,
-                    i > 0,
-                    false,
-                );
-            }
+            // dst += dy_i im2col(x_i) over the images: the gradient, and with |.| the
+            // terms' magnitude.
+            let accumulate = |dst: &mut [f32], x: &[f32], dy: &[f32], col: &mut [f32]| {
+                for i in 0..n {
+                    im2col(&x[i * in_len..][..in_len], &s, col);
+                    let dyi = &dy[i * c_out * p..][..c_out * p];
+                    gemm_into(dst, dyi, (p, 1), col, (1, p), (c_out, k, p), i > 0, false);
+                }
+            };
+            accumulate(&mut want, &x, &dy, &mut col);
+            accumulate(&mut mag, &x_abs, &dy_abs, &mut col);
             // Rounding bounded by the terms' magnitude, as in the forward test (measured
             // up to 1.1e-6 of it, F(4x4) at 32x32).
             for (j, (&d, &g)) in got.iter().zip(&want).enumerate() {

@@ -33,16 +33,8 @@ pub(super) fn transform_weight(g: &[f32]) -> [f32; E4] {
             c,
         ]
     };
-    let g: [f64; 9] = std::array::from_fn(|i| g[i] as f64);
-    // Gg: 6 rows of 3, one column of g at a time.
-    let gg: [[f64; 6]; 3] = std::array::from_fn(|j| col(g[j], g[3 + j], g[6 + j]));
     let mut out = [0f32; E4];
-    for i in 0..6 {
-        let row = col(gg[0][i], gg[1][i], gg[2][i]);
-        for j in 0..6 {
-            out[i * 6 + j] = row[j] as f32;
-        }
-    }
+    super::sandwich(g, col, &mut out);
     out
 }
 

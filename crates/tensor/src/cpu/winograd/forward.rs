@@ -68,17 +68,9 @@ impl Prepared {
 /// G g G^T for one 3x3 kernel g (row-major), G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2;
 /// 0 0 1], computed in f64 and rounded once.
 pub(super) fn transform_weight(g: &[f32]) -> [f32; E] {
-    let col = |a: f64, b: f64, c: f64| [a, (a + b + c) / 2.0, (a - b + c) / 2.0, c];
-    let g: [f64; 9] = std::array::from_fn(|i| g[i] as f64);
-    // Gg: 4 rows of 3, one column of g at a time.
-    let gg: [[f64; 4]; 3] = std::array::from_fn(|j| col(g[j], g[3 + j], g[6 + j]));
     let mut out = [0f32; E];
-    for i in 0..4 {
-        let row = col(gg[0][i], gg[1][i], gg[2][i]);
-        for j in 0..4 {
-            out[i * 4 + j] = row[j] as f32;
-        }
-    }
+    let col = |a: f64, b: f64, c: f64| [a, (a + b + c) / 2.0, (a - b + c) / 2.0, c];
+    super::sandwich(g, col, &mut out);
     out
 }
 

@@ -267,6 +267,20 @@ unsafe fn input_tiles(plane: &[f32], p: &Tiling, ty: usize, v: *mut f32, estride
     }
 }
 
+/// G g G^T for one 3x3 kernel g (row-major) into `out` (N x N, row-major), `col` being
+/// G applied to one column of 3: computed in f64 and rounded once.
+fn sandwich<const N: usize>(g: &[f32], col: impl Fn(f64, f64, f64) -> [f64; N], out: &mut [f32]) {
+    let g: [f64; 9] = std::array::from_fn(|i| g[i] as f64);
+    // Gg: N rows of 3, one column of g at a time.
+    let gg: [[f64; N]; 3] = std::array::from_fn(|j| col(g[j], g[3 + j], g[6 + j]));
+    for (i, out_row) in out.chunks_exact_mut(N).take(N).enumerate() {
+        let row = col(gg[0][i], gg[1][i], gg[2][i]);
+        for (o, r) in out_row.iter_mut().zip(row) {
+            *o = r as f32;
+        }
+    }
+}
+
 /// Copies n floats from `src` to `dst`, 16 at a time (the last masked).
 #[target_feature(enable = "avx512f")]
 unsafe fn copy_row(src: *const f32, dst: *mut f32, n: usize) {
