@@ -89,7 +89,10 @@ fn attention_head<T: Gemm>(
                 row.fill(T::ZERO);
                 continue;
             }
-            let sum = wide(|| exp_shifted_sum(row, max));
+            let sum = wide(
+                #[inline(always)]
+                || exp_shifted_sum(row, max),
+            );
             let inv = T::ONE / sum;
             row.iter_mut().for_each(|x| *x *= inv);
             lse[i0 + r] = max + sum.ln();
@@ -182,7 +185,10 @@ fn attention_head_backward<T: Gemm>(
             if l == T::NEG_INFINITY {
                 row.fill(T::ZERO);
             } else {
-                wide(|| row.iter_mut().for_each(|x| *x = (*x - l).exp_fast()));
+                wide(
+                    #[inline(always)]
+                    || row.iter_mut().for_each(|x| *x = (*x - l).exp_fast()),
+                );
             }
             let di: T = (0..s.dv)
                 .map(|c| doh[i * s.dv + c] * oh[i * s.dv + c])

@@ -17,18 +17,21 @@ pub(crate) fn map<T: Copy + Send + Sync, U: Copy + Send + Sync>(
     // SAFETY: both branches write every element of the row.
     unsafe {
         plan.collect_rows(|row, [o]| {
-            wide(|| {
-                if s == 1 {
-                    let n = row.len();
-                    for (y, &v) in row.iter_mut().zip(&x[o..o + n]) {
-                        y.write(f(v));
+            wide(
+                #[inline(always)]
+                || {
+                    if s == 1 {
+                        let n = row.len();
+                        for (y, &v) in row.iter_mut().zip(&x[o..o + n]) {
+                            y.write(f(v));
+                        }
+                    } else {
+                        for (j, y) in row.iter_mut().enumerate() {
+                            y.write(f(x[o + j * s]));
+                        }
                     }
-                } else {
-                    for (j, y) in row.iter_mut().enumerate() {
-                        y.write(f(x[o + j * s]));
-                    }
-                }
-            })
+                },
+            )
         })
     }
 }
@@ -47,30 +50,34 @@ pub(crate) fn zip<T: Copy + Send + Sync>(
     unsafe {
         plan.collect_rows(|row, [ox, oy]| {
             let n = row.len();
-            wide(|| match (sx, sy) {
-                (1, 1) => {
-                    for ((z, &a), &b) in row.iter_mut().zip(&x[ox..ox + n]).zip(&y[oy..oy + n]) {
-                        z.write(f(a, b));
+            wide(
+                #[inline(always)]
+                || match (sx, sy) {
+                    (1, 1) => {
+                        for ((z, &a), &b) in row.iter_mut().zip(&x[ox..ox + n]).zip(&y[oy..oy + n])
+                        {
+                            z.write(f(a, b));
+                        }
                     }
-                }
-                (1, 0) => {
-                    let b = y[oy];
-                    for (z, &a) in row.iter_mut().zip(&x[ox..ox + n]) {
-                        z.write(f(a, b));
+                    (1, 0) => {
+                        let b = y[oy];
+                        for (z, &a) in row.iter_mut().zip(&x[ox..ox + n]) {
+                            z.write(f(a, b));
+                        }
                     }
-                }
-                (0, 1) => {
-                    let a = x[ox];
-                    for (z, &b) in row.iter_mut().zip(&y[oy..oy + n]) {
-                        z.write(f(a, b));
+                    (0, 1) => {
+                        let a = x[ox];
+                        for (z, &b) in row.iter_mut().zip(&y[oy..oy + n]) {
+                            z.write(f(a, b));
+                        }
                     }
-                }
-                _ => {
-                    for (j, z) in row.iter_mut().enumerate() {
-                        z.write(f(x[ox + j * sx], y[oy + j * sy]));
+                    _ => {
+                        for (j, z) in row.iter_mut().enumerate() {
+                            z.write(f(x[ox + j * sx], y[oy + j * sy]));
+                        }
                     }
-                }
-            })
+                },
+            )
         })
     }
 }

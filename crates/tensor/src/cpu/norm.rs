@@ -8,6 +8,7 @@ use super::wide::wide;
 use crate::ops::NormShape;
 use crate::Float;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Independent accumulators per sum, in the compute dtype: a single running sum is one
 /// dependent add per element (latency-bound, never vectorised); 32 lanes make the loops
@@ -21,10 +22,10 @@ const LANES: usize = 32;
 const BLOCK: usize = 8;
 
 #[inline(always)]
-fn combine(acc: [f64; LANES]) -> f64 {
+fn combine<const N: usize>(acc: [f64; N]) -> f64 {
     // A fixed tree: the sum depends on the data's length only, never on thread count.
     let mut v = acc;
-    let mut n = LANES;
+    let mut n = N;
     while n > 1 {
         n /= 2;
         for l in 0..n {
@@ -92,28 +93,38 @@ pub(crate) fn norm<T: Float>(
     s: &NormShape,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let (m, stats) = (s.group_len(), s.rows * s.groups);
-    let mut y = vec![T::ZERO; x.len()];
     let mut mean = vec![T::ZERO; stats];
     let mut rstd = vec![T::ZERO; stats];
     if m == 0 {
-        return (y, mean, rstd);
+        return (vec![T::ZERO; x.len()], mean, rstd);
     }
-    y.par_chunks_mut(m)
+    assert_eq!(x.len(), stats * m, "norm: x does not tile into its groups");
+    // y starts uninitialised: zeroing it first would be one more pass over memory.
+    let mut y = Vec::with_capacity(x.len());
+    y.spare_capacity_mut()[..x.len()]
+        .par_chunks_mut(m)
         .zip(x.par_chunks(m))
         .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
         .enumerate()
         .for_each(|(gi, ((yg, xg), (mu_out, rs_out)))| {
-            (*mu_out, *rs_out) = wide(|| norm_group(gi, xg, yg, (w, b), s));
+            (*mu_out, *rs_out) = wide(
+                #[inline(always)]
+                || norm_group(gi, xg, yg, (w, b), s),
+            );
         });
+    // SAFETY: x.len() is a multiple of m (the groups tile x), so the chunks cover all of
+    // y, and norm_group writes every element of its chunk.
+    unsafe { y.set_len(x.len()) };
     (y, mean, rstd)
 }
 
-/// One group of the forward: normalises x into y and returns (mean, rstd).
+/// One group of the forward: normalises x into y (every element written) and returns
+/// (mean, rstd).
 #[inline(always)]
 fn norm_group<T: Float>(
     gi: usize,
     xg: &[T],
-    yg: &mut [T],
+    yg: &mut [MaybeUninit<T>],
     (w, b): (Option<&[T]>, Option<&[T]>),
     s: &NormShape,
 ) -> (T, T) {
@@ -126,21 +137,31 @@ fn norm_group<T: Float>(
     let var = (lane_sum(xg, |v| (v - mu_t) * (v - mu_t)) / m as f64 - shift * shift).max(0.0);
     let rs = 1.0 / (var + s.eps).sqrt();
     let c0 = (gi % s.groups) * s.cpg;
+    // y = (x - mu) (rs w) + b: subtracting first keeps a tiny-variance group exact
+    // (folding mu into the shift would cancel catastrophically).
+    let scale = |j: usize| T::from_f64(rs * w.map_or(1.0, |w| w[c0 + j].to_f64()));
+    let shift = |j: usize| b.map_or(T::ZERO, |b| b[c0 + j]);
+    if s.inner == 1 {
+        // LayerNorm's [rows, 1, D, 1]: one element per channel, so one loop over the
+        // channels (a loop per channel would run one element at a time).
+        for (j, (yv, &xv)) in yg.iter_mut().zip(xg).enumerate() {
+            let v = (xv - mu_t) * scale(j) + shift(j);
+            yv.write(if s.silu { v * sigmoid(v) } else { v });
+        }
+        return (T::from_f64(mu), T::from_f64(rs));
+    }
     for j in 0..s.cpg {
-        // y = (x - mu) (rs w) + b: subtracting first keeps a tiny-variance group
-        // exact (folding mu into the shift would cancel catastrophically).
-        let scale = T::from_f64(rs * w.map_or(1.0, |w| w[c0 + j].to_f64()));
-        let shift = b.map_or(T::ZERO, |b| b[c0 + j]);
+        let (scale, shift) = (scale(j), shift(j));
         let range = j * s.inner..(j + 1) * s.inner;
         let (yr, xr) = (&mut yg[range.clone()], &xg[range]);
         if s.silu {
             for (yv, &xv) in yr.iter_mut().zip(xr) {
                 let v = (xv - mu_t) * scale + shift;
-                *yv = v * sigmoid(v);
+                yv.write(v * sigmoid(v));
             }
         } else {
             for (yv, &xv) in yr.iter_mut().zip(xr) {
-                *yv = (xv - mu_t) * scale + shift;
+                yv.write((xv - mu_t) * scale + shift);
             }
         }
     }
@@ -158,28 +179,42 @@ pub(crate) fn norm_backward<T: Float>(
     s: &NormShape,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let (m, c) = (s.group_len(), s.channels());
-    let mut dx = vec![T::ZERO; x.len()];
+    assert_eq!(
+        x.len(),
+        s.rows * s.groups * m,
+        "norm: x does not tile into its groups"
+    );
+    assert_eq!(dy.len(), x.len(), "norm: dy and x differ in length");
+    // dx starts uninitialised (each group writes all of its chunk; see below).
+    let mut dx = Vec::with_capacity(x.len());
     // Per (row, channel) partial sums of d*xhat and d; one chunk of cpg per group.
     let mut pw = vec![0f64; s.rows * c];
     let mut pb = vec![0f64; s.rows * c];
     if m > 0 {
-        dx.par_chunks_mut(m)
+        dx.spare_capacity_mut()[..x.len()]
+            .par_chunks_mut(m)
             .zip(x.par_chunks(m).zip(dy.par_chunks(m)))
             .zip(pw.par_chunks_mut(s.cpg).zip(pb.par_chunks_mut(s.cpg)))
             .enumerate()
             .for_each(|(gi, ((dxg, (xg, dyg)), (pwg, pbg)))| {
-                wide(|| {
-                    norm_backward_group(
-                        gi,
-                        (xg, dyg),
-                        dxg,
-                        (pwg, pbg),
-                        (w, b),
-                        (mean[gi], rstd[gi]),
-                        s,
-                    )
-                })
+                wide(
+                    #[inline(always)]
+                    || {
+                        norm_backward_group(
+                            gi,
+                            (xg, dyg),
+                            dxg,
+                            (pwg, pbg),
+                            (w, b),
+                            (mean[gi], rstd[gi]),
+                            s,
+                        )
+                    },
+                )
             });
+        // SAFETY: the chunks of m cover dx (asserted above), and norm_backward_group
+        // writes every element of its chunk.
+        unsafe { dx.set_len(x.len()) };
     }
     let channel_sum = |p: &[f64]| -> Vec<T> {
         (0..c)
@@ -190,13 +225,13 @@ pub(crate) fn norm_backward<T: Float>(
     (dx, channel_sum(&pw), channel_sum(&pb))
 }
 
-/// One group of the backward: writes its dx and its channels' partial sums of d xhat
-/// (`pwg`) and d (`pbg`).
+/// One group of the backward: writes all of its dx and its channels' partial sums of
+/// d xhat (`pwg`) and d (`pbg`).
 #[inline(always)]
 fn norm_backward_group<T: Float>(
     gi: usize,
     (xg, dyg): (&[T], &[T]),
-    dxg: &mut [T],
+    dxg: &mut [MaybeUninit<T>],
     (pwg, pbg): (&mut [f64], &mut [f64]),
     (w, b): (Option<&[T]>, Option<&[T]>),
     (mu, rs): (T, T),
@@ -209,37 +244,89 @@ fn norm_backward_group<T: Float>(
     // d: the gradient at the normaliser's output (through the fused SiLU), kept in dx
     // for the last pass. Each pass is its own simple loop so that each vectorises (one
     // loop doing the exp and both sums did not).
-    let (mut sum_g, mut sum_gx) = (0.0, 0.0);
-    for j in 0..s.cpg {
-        let (wv, bv) = (wj(j), bj(j));
-        let range = j * s.inner..(j + 1) * s.inner;
-        let (xr, dyr, dxr) = (&xg[range.clone()], &dyg[range.clone()], &mut dxg[range]);
+    let d_of = |x: T, dy: T, wv: T, bv: T| {
         if s.silu {
-            for ((d, &x), &dy) in dxr.iter_mut().zip(xr).zip(dyr) {
-                let v = (x - mu) * rs * wv + bv;
-                let sg = sigmoid(v);
-                *d = dy * sg * (T::ONE + v * (T::ONE - sg));
-            }
+            let v = (x - mu) * rs * wv + bv;
+            let sg = sigmoid(v);
+            dy * sg * (T::ONE + v * (T::ONE - sg))
         } else {
-            dxr.copy_from_slice(dyr);
+            dy
         }
-        let sd = lane_sum(dxr, |d| d);
-        let sdx = lane_sum2(dxr, xr, |d, x| d * ((x - mu) * rs));
-        pwg[j] = sdx;
-        pbg[j] = sd;
-        sum_g += wv.to_f64() * sd;
-        sum_gx += wv.to_f64() * sdx;
-    }
+    };
+    let (sum_g, sum_gx) = if s.inner == 1 {
+        // LayerNorm's [rows, 1, D, 1]: one element per channel, so a channel's partial
+        // sums are its element's terms, and each pass is one loop over the channels (a
+        // loop per channel would run one element at a time).
+        for (j, ((d, &x), &dy)) in dxg.iter_mut().zip(xg).zip(dyg).enumerate() {
+            d.write(d_of(x, dy, wj(j), bj(j)));
+        }
+        // SAFETY: the loop wrote every element of dxg.
+        let dxg = unsafe { dxg.assume_init_ref() };
+        for (((pw, pb), &d), &x) in pwg.iter_mut().zip(pbg.iter_mut()).zip(dxg).zip(xg) {
+            *pb = d.to_f64();
+            *pw = (d * ((x - mu) * rs)).to_f64();
+        }
+        let w64 = |j: usize| wj(j).to_f64();
+        (weighted_sum(pbg, w64), weighted_sum(pwg, w64))
+    } else {
+        let (mut sum_g, mut sum_gx) = (0.0, 0.0);
+        for j in 0..s.cpg {
+            let (wv, bv) = (wj(j), bj(j));
+            let range = j * s.inner..(j + 1) * s.inner;
+            let (xr, dyr, dxr) = (&xg[range.clone()], &dyg[range.clone()], &mut dxg[range]);
+            if s.silu {
+                for ((d, &x), &dy) in dxr.iter_mut().zip(xr).zip(dyr) {
+                    d.write(d_of(x, dy, wv, bv));
+                }
+            } else {
+                dxr.write_copy_of_slice(dyr);
+            }
+            // SAFETY: either branch wrote every element of dxr.
+            let dxr = unsafe { dxr.assume_init_mut() };
+            let sd = lane_sum(dxr, |d| d);
+            let sdx = lane_sum2(dxr, xr, |d, x| d * ((x - mu) * rs));
+            pwg[j] = sdx;
+            pbg[j] = sd;
+            sum_g += wv.to_f64() * sd;
+            sum_gx += wv.to_f64() * sdx;
+        }
+        (sum_g, sum_gx)
+    };
     let (a, bm) = (
         T::from_f64(sum_g / m as f64),
         T::from_f64(sum_gx / m as f64),
     );
+    // SAFETY: either branch above wrote all cpg * inner = m elements of dxg.
+    let dxg = unsafe { dxg.assume_init_mut() };
+    let dx_of = |d: T, x: T, wv: T| rs * (d * wv - a - (x - mu) * rs * bm);
+    if s.inner == 1 {
+        for (j, (d, &x)) in dxg.iter_mut().zip(xg).enumerate() {
+            *d = dx_of(*d, x, wj(j));
+        }
+        return;
+    }
     for j in 0..s.cpg {
         let wv = wj(j);
         let range = j * s.inner..(j + 1) * s.inner;
         for (d, &x) in dxg[range.clone()].iter_mut().zip(&xg[range]) {
-            let xh = (x - mu) * rs;
-            *d = rs * (*d * wv - a - xh * bm);
+            *d = dx_of(*d, x, wv);
         }
     }
+}
+
+/// Sum over j of w(j) p[j] in f64, in 8 lanes (one running sum would be one dependent
+/// add per element) combined by a fixed tree.
+#[inline(always)]
+fn weighted_sum(p: &[f64], w: impl Fn(usize) -> f64) -> f64 {
+    let mut acc = [0f64; 8];
+    let (chunks, rest) = p.as_chunks::<8>();
+    for (c, chunk) in chunks.iter().enumerate() {
+        for l in 0..8 {
+            acc[l] += w(c * 8 + l) * chunk[l];
+        }
+    }
+    for (l, &v) in rest.iter().enumerate() {
+        acc[l] += w(chunks.len() * 8 + l) * v;
+    }
+    combine(acc)
 }

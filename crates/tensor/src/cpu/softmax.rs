@@ -12,7 +12,12 @@ pub(crate) fn softmax_last<T: Float>(x: &[T], d: usize) -> Vec<T> {
     }
     y.par_chunks_mut(d)
         .zip(x.par_chunks(d))
-        .for_each(|(yr, xr)| wide(|| softmax_row(xr, yr)));
+        .for_each(|(yr, xr)| {
+            wide(
+                #[inline(always)]
+                || softmax_row(xr, yr),
+            )
+        });
     y
 }
 

@@ -16,7 +16,10 @@ use super::gemm::Kernel;
 
 /// Calls `f`, compiled with AVX-512F when [`Kernel::selected`] is AVX-512. Call it inside
 /// each rayon task (target features do not cross into the closures rayon runs), around
-/// the loops, with the kernel's scalar code inlined into `f`.
+/// the loops, with the kernel's scalar code inlined into `f`: mark the closure
+/// `#[inline(always)]`, since a large closure left to LLVM's inlining heuristics is
+/// compiled as a function of its own, without AVX-512 (the GroupNorm backward's was, and
+/// ran in AVX2).
 #[inline(always)]
 pub(crate) fn wide<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
