@@ -261,7 +261,7 @@ fn norm_backward_group<T: Float>(
             d.write(d_of(x, dy, wj(j), bj(j)));
         }
         // SAFETY: the loop wrote every element of dxg.
-        let dxg = unsafe { dxg.assume_init_ref() };
+        let dxg: &[T] = unsafe { assume_init(dxg) };
         for (((pw, pb), &d), &x) in pwg.iter_mut().zip(pbg.iter_mut()).zip(dxg).zip(xg) {
             *pb = d.to_f64();
             *pw = (d * ((x - mu) * rs)).to_f64();
@@ -279,10 +279,12 @@ fn norm_backward_group<T: Float>(
                     d.write(d_of(x, dy, wv, bv));
                 }
             } else {
-                dxr.write_copy_of_slice(dyr);
+                for (d, &dy) in dxr.iter_mut().zip(dyr) {
+                    d.write(dy);
+                }
             }
             // SAFETY: either branch wrote every element of dxr.
-            let dxr = unsafe { dxr.assume_init_mut() };
+            let dxr = unsafe { assume_init(dxr) };
             let sd = lane_sum(dxr, |d| d);
             let sdx = lane_sum2(dxr, xr, |d, x| d * ((x - mu) * rs));
             pwg[j] = sdx;
@@ -297,7 +299,7 @@ fn norm_backward_group<T: Float>(
         T::from_f64(sum_gx / m as f64),
     );
     // SAFETY: either branch above wrote all cpg * inner = m elements of dxg.
-    let dxg = unsafe { dxg.assume_init_mut() };
+    let dxg = unsafe { assume_init(dxg) };
     let dx_of = |d: T, x: T, wv: T| rs * (d * wv - a - (x - mu) * rs * bm);
     if s.inner == 1 {
         for (j, (d, &x)) in dxg.iter_mut().zip(xg).enumerate() {
@@ -312,6 +314,17 @@ fn norm_backward_group<T: Float>(
             *d = dx_of(*d, x, wv);
         }
     }
+}
+
+/// The slice as initialised (`<[MaybeUninit<T>]>::assume_init_mut`, stable only from
+/// Rust 1.93, above the crate's 1.89).
+///
+/// # Safety
+/// Every element of `s` has been written.
+unsafe fn assume_init<T>(s: &mut [MaybeUninit<T>]) -> &mut [T] {
+    // SAFETY: MaybeUninit<T> has T's layout, and the caller vouches that each element
+    // holds a T.
+    unsafe { &mut *(s as *mut [MaybeUninit<T>] as *mut [T]) }
 }
 
 /// Sum over j of w(j) p[j] in f64, in 8 lanes (one running sum would be one dependent
