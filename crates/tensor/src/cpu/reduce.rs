@@ -33,6 +33,19 @@ pub(crate) fn reduce<T: Float>(x: &[T], l: &Layout, op: ReduceOp, dims: &[usize]
     {
         return sum_leading(&x[r], row, rows);
     }
+    // A sum over the axes around a block of kept ones ([B, C, H, W] -> [C]: a conv bias
+    // gradient) reads each output's rows in place too, where a lane's elements stay in
+    // one lane (the inner extent a multiple of 8) and the row is not split in blocks.
+    if let (ReduceOp::Sum, Some((outer, inner)), Some(r), true) = (
+        op,
+        middle_kept(l.dims(), &kept),
+        l.contiguous_range(),
+        row < 2 * BLOCK,
+    ) {
+        if inner.is_multiple_of(8) {
+            return sum_middle(&x[r], (outer, rows, inner));
+        }
+    }
     let data: Cow<[T]> = match pl.contiguous_range() {
         Some(r) => Cow::Borrowed(&x[r]),
         None => Cow::Owned(map(x, &pl, |v| v)),
@@ -87,6 +100,41 @@ fn sum_leading<T: Float>(x: &[T], n: usize, k: usize) -> Vec<T> {
     out
 }
 
+/// (outer, inner) extents when the kept axes are one contiguous run with reduced axes
+/// on both sides of it (x seen as [outer, kept, inner]).
+fn middle_kept(dims: &[usize], kept: &[usize]) -> Option<(usize, usize)> {
+    let (&first, &last) = (kept.first()?, kept.last()?);
+    if last - first + 1 != kept.len() || first == 0 || last + 1 == dims.len() {
+        return None;
+    }
+    Some((
+        dims[..first].iter().product(),
+        dims[last + 1..].iter().product(),
+    ))
+}
+
+/// out[k] = sum over (a, r) of x[(a K + k) R + r] for x [A, K, R], R a multiple of 8:
+/// element (a, r) of output k's row sits at a R + r, in lane r mod 8, so adding each
+/// contiguous run of R in order gives [`sum_row`]'s sum of the transposed row bit for
+/// bit.
+fn sum_middle<T: Float>(x: &[T], (a_len, k_len, r_len): (usize, usize, usize)) -> Vec<T> {
+    (0..k_len)
+        .into_par_iter()
+        .map(|k| {
+            let mut acc = [T::ZERO; 8];
+            for a in 0..a_len {
+                let (chunks, _) = x[(a * k_len + k) * r_len..][..r_len].as_chunks::<8>();
+                for c in chunks {
+                    for l in 0..8 {
+                        acc[l] += c[l];
+                    }
+                }
+            }
+            finish8(acc, &[])
+        })
+        .collect()
+}
+
 fn row_fn<T: Float>(op: ReduceOp) -> fn(&[T]) -> T {
     match op {
         ReduceOp::Sum => sum_row,
@@ -105,7 +153,13 @@ pub(crate) fn sum_row<T: Float>(x: &[T]) -> T {
             acc[k] += c[k];
         }
     }
-    let tail: T = chunks.remainder().iter().copied().sum();
+    finish8(acc, chunks.remainder())
+}
+
+/// The lanes combined, plus the elements left over after the last full 8, in order.
+#[inline]
+fn finish8<T: Float>(acc: [T; 8], tail: &[T]) -> T {
+    let tail: T = tail.iter().copied().sum();
     combine8(acc) + tail
 }
 
@@ -150,5 +204,50 @@ mod tests {
             let l = Layout::contiguous([n, 1, k]);
             assert_eq!(bits(&reduce(&x, &l, ReduceOp::Sum, &[0, 1])), bits(&want));
         }
+    }
+
+    /// The in-place sum around kept middle axes ([B, C, H, W] -> [C]) equals the
+    /// transposed path bit for bit, and shapes it does not take still reduce right.
+    #[test]
+    fn middle_sum_matches_the_transposed_path() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for dims in [
+            vec![3, 5, 8],
+            vec![1, 1, 16],
+            vec![7, 2, 3, 8],
+            vec![2, 3, 4, 2, 8],
+            vec![5, 3, 7],
+        ] {
+            let n: usize = dims.iter().product();
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919 + 13) % 1009) as f32 / 97.0 - 5.0)
+                .collect();
+            let l = Layout::contiguous(dims.clone());
+            let reduced: Vec<usize> = (0..dims.len()).filter(|&d| d != 1).collect();
+            let got = reduce(&x, &l, ReduceOp::Sum, &reduced);
+            // The generic path: move the kept axis first, copy, sum each row.
+            let mut perm = vec![1];
+            perm.extend(&reduced);
+            let rows = map(&x, &l.permute(&perm).unwrap(), |v| v);
+            let want: Vec<f32> = rows.chunks(n / dims[1]).map(sum_row).collect();
+            assert_eq!(bits(&got), bits(&want), "{dims:?}");
+        }
+        // Kept axes 1 and 2 of [2, 3, 4, 8].
+        let x: Vec<f32> = (0..192).map(|i| (i % 17) as f32 - 8.0).collect();
+        let got = reduce(
+            &x,
+            &Layout::contiguous([2, 3, 4, 8]),
+            ReduceOp::Sum,
+            &[0, 3],
+        );
+        let want: Vec<f32> = (0..12)
+            .map(|k| {
+                let x = &x;
+                (0..2)
+                    .flat_map(|a| (0..8).map(move |r| x[(a * 12 + k) * 8 + r]))
+                    .sum()
+            })
+            .collect();
+        assert_eq!(got, want);
     }
 }
