@@ -129,10 +129,11 @@ impl ModelConfig {
                 text_lr: 1.0,
                 scale_shift: false,
             },
-            // Sized for ~10 minutes on 2 CPU cores (README: what was tried, runs A-G20):
-            // attention at 8x8 only (16x16 attention cost 1.75x the step time), batch 16
-            // (twice the updates of 32 in the same time), 2000 steps (what fits: 9 min
-            // 10 s; 1800 and 1600 on slower engines), lr 2e-3, v-prediction.
+            // Sized for ~10 minutes on 2 CPU cores (README: what was tried, runs A-D7):
+            // attention at 8x8 only (16x16 attention cost 1.5-1.75x the step time), batch
+            // 16 (twice the updates of 32 in the same time), 2400 steps (what fits: 8 min
+            // 21 s, 9 min 27 s in a slow hour; 2000, 1800 and 1600 on slower engines), lr
+            // 2e-3, v-prediction.
             // Three things made the prompt readable in that time:
             // - the text encoder is pretrained on the run's own captions first
             //   (`text_pretrain`: MSE to each caption's 16x16 picture plus CLIP's
@@ -158,7 +159,7 @@ impl ModelConfig {
                 text_layers: 2,
                 lr: 2e-3,
                 batch: 16,
-                steps: 2000,
+                steps: 2400,
                 ema: 0.995,
                 schedule: BetaSchedule::cosine(),
                 min_snr: Some(20.0),
