@@ -111,9 +111,15 @@ fn per_image<T: Float>(
     if per == 0 {
         return;
     }
-    if out.len() / per >= 2 {
+    let images = out.len() / per;
+    if images >= 2 {
+        // At least a thread's share of images per piece, so at most one scratch buffer
+        // per thread: rayon calls the init once for every piece it splits off, and each
+        // call zeroes a fresh buffer.
+        let share = images.div_ceil(rayon::current_num_threads().max(1));
         out.par_chunks_mut(per)
             .enumerate()
+            .with_min_len(share)
             .for_each_init(|| vec![T::ZERO; scratch], |buf, (i, o)| f(i, o, buf, false));
     } else {
         let mut buf = vec![T::ZERO; scratch];
