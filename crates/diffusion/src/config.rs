@@ -132,8 +132,8 @@ impl ModelConfig {
             // Sized for ~10 minutes on 2 CPU cores (README: what was tried, runs A-D7):
             // attention at 8x8 only (16x16 attention cost 1.5-1.75x the step time), batch
             // 16 (twice the updates of 32 in the same time), 2400 steps (what fits: 8 min
-            // 21 s, 9 min 27 s in a slow hour; 2000, 1800 and 1600 on slower engines), lr
-            // 2e-3, v-prediction.
+            // 21 s in a normal hour, 10 min 44 s in a slow one; 2000, 1800 and 1600 on
+            // slower engines), lr 2e-3, v-prediction.
             // Three things made the prompt readable in that time:
             // - the text encoder is pretrained on the run's own captions first
             //   (`text_pretrain`: MSE to each caption's 16x16 picture plus CLIP's
