@@ -190,6 +190,9 @@ fn main() -> ExitCode {
         Ok(pool) => pool.install(|| run(cli)),
         Err(e) => Err(format!("cannot start the thread pool: {e}")),
     };
+    if kuosan_tensor::profile::enabled() {
+        eprint!("{}", kuosan_tensor::profile::report(120));
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

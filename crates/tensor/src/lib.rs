@@ -22,6 +22,7 @@ mod layout;
 mod normal;
 mod op;
 pub mod ops;
+pub mod profile;
 mod random;
 mod shape;
 mod storage;

@@ -6,6 +6,7 @@ use crate::backend::{BackendStorage, Operand};
 use crate::cpu::CpuStorage;
 use crate::gpu::GpuStorage;
 use crate::ops::{AdamWStep, AttnShape, BinaryOp, ConvShape, NormShape, ReduceOp, UnaryOp};
+use crate::profile;
 use crate::widen::{half, narrow, Wide};
 use crate::{DType, Device, Error, Layout, Result};
 
@@ -94,6 +95,17 @@ fn three<S>(r: Result<(S, S, S)>, wrap: fn(S) -> Storage) -> Result<(Storage, St
     r.map(|(a, b, c)| (wrap(a), wrap(b), wrap(c)))
 }
 
+/// A conv call's profile key: N, Cin -> Cout, H x W, kernel, stride.
+fn conv_key(s: &ConvShape) -> (usize, String, String, String, usize) {
+    (
+        s.n,
+        format!("{}->{}", s.c_in, s.c_out),
+        format!("{}x{}", s.h, s.w),
+        format!("{}x{}", s.kh, s.kw),
+        s.stride.0,
+    )
+}
+
 impl BackendStorage for Storage {
     fn dtype(&self) -> DType {
         match self {
@@ -102,24 +114,34 @@ impl BackendStorage for Storage {
         }
     }
     fn copy_strided(&self, l: &Layout) -> Result<Self> {
+        let _span = profile::span("copy_strided", || {
+            format!("{:?}", l.shape().dims().to_vec())
+        });
         match self {
             Storage::Cpu(s) => s.copy_strided(l).map(Storage::Cpu),
             Storage::Gpu(s) => s.copy_strided(l).map(Storage::Gpu),
         }
     }
     fn copy_into(&mut self, dst: &Layout, src: Operand<Self>) -> Result<()> {
+        let _span = profile::span("copy_into", || format!("{:?}", dst.shape().dims().to_vec()));
         match self {
             Storage::Cpu(s) => s.copy_into(dst, cpu(src)?),
             Storage::Gpu(s) => s.copy_into(dst, gpu(src)?),
         }
     }
     fn to_dtype(&self, l: &Layout, dtype: DType) -> Result<Self> {
+        let _span = profile::span("to_dtype", || {
+            format!("{:?}", (l.shape().dims().to_vec(), dtype))
+        });
         match self {
             Storage::Cpu(s) => s.to_dtype(l, dtype).map(Storage::Cpu),
             Storage::Gpu(s) => s.to_dtype(l, dtype).map(Storage::Gpu),
         }
     }
     fn unary(&self, l: &Layout, op: UnaryOp, derivative: bool) -> Result<Self> {
+        let _span = profile::span("unary", || {
+            format!("{:?}", (op, derivative, l.shape().dims().to_vec()))
+        });
         if let Some(h) = self.cpu_half() {
             let x = Wide::new((self, l))?;
             return narrow(x.storage().unary(x.layout(), op, derivative)?, h);
@@ -130,6 +152,7 @@ impl BackendStorage for Storage {
         }
     }
     fn affine(&self, l: &Layout, mul: f64, add: f64) -> Result<Self> {
+        let _span = profile::span("affine", || format!("{:?}", l.shape().dims().to_vec()));
         if let Some(h) = self.cpu_half() {
             let x = Wide::new((self, l))?;
             return narrow(x.storage().affine(x.layout(), mul, add)?, h);
@@ -140,6 +163,7 @@ impl BackendStorage for Storage {
         }
     }
     fn powf(&self, l: &Layout, e: f64) -> Result<Self> {
+        let _span = profile::span("powf", || format!("{:?}", l.shape().dims().to_vec()));
         if let Some(h) = self.cpu_half() {
             let x = Wide::new((self, l))?;
             return narrow(x.storage().powf(x.layout(), e)?, h);
@@ -150,6 +174,12 @@ impl BackendStorage for Storage {
         }
     }
     fn binary(&self, l: &Layout, rhs: Operand<Self>, op: BinaryOp) -> Result<Self> {
+        let _span = profile::span("binary", || {
+            format!(
+                "{:?}",
+                (op, l.shape().dims().to_vec(), rhs.1.shape().dims().to_vec())
+            )
+        });
         if let Some(h) = self.cpu_half() {
             let (x, y) = (Wide::new((self, l))?, Wide::new(rhs)?);
             return narrow(x.storage().binary(x.layout(), y.op(), op)?, h);
@@ -160,6 +190,7 @@ impl BackendStorage for Storage {
         }
     }
     fn where_cond(&self, l: &Layout, t: Operand<Self>, f: Operand<Self>) -> Result<Self> {
+        let _span = profile::span("where_cond", || format!("{:?}", l.shape().dims().to_vec()));
         if let Some(h) = t.0.cpu_half() {
             let (t, f) = (Wide::new(t)?, Wide::new(f)?);
             return narrow(self.where_cond(l, t.op(), f.op())?, h);
@@ -170,6 +201,9 @@ impl BackendStorage for Storage {
         }
     }
     fn reduce(&self, l: &Layout, op: ReduceOp, dims: &[usize]) -> Result<Self> {
+        let _span = profile::span("reduce", || {
+            format!("{:?}", (op, l.shape().dims().to_vec(), dims))
+        });
         if let Some(h) = half(self) {
             let x = Wide::new((self, l))?;
             return narrow(x.storage().reduce(x.layout(), op, dims)?, h);
@@ -180,6 +214,12 @@ impl BackendStorage for Storage {
         }
     }
     fn matmul(&self, l: &Layout, rhs: Operand<Self>) -> Result<Self> {
+        let _span = profile::span("matmul", || {
+            format!(
+                "{:?}",
+                (l.shape().dims().to_vec(), rhs.1.shape().dims().to_vec())
+            )
+        });
         if let Some(h) = half(self) {
             let (a, b) = (Wide::new((self, l))?, Wide::new(rhs)?);
             return narrow(a.storage().matmul(a.layout(), b.op())?, h);
@@ -196,6 +236,7 @@ impl BackendStorage for Storage {
         bias: Option<Operand<Self>>,
         sh: &ConvShape,
     ) -> Result<Self> {
+        let _span = profile::span("conv2d", || format!("{:?}", conv_key(sh)));
         if let Some(h) = half(self) {
             let (x, w, b) = (Wide::new((self, l))?, Wide::new(w)?, Wide::opt(bias)?);
             let b = b.as_ref().map(Wide::op);
@@ -207,6 +248,7 @@ impl BackendStorage for Storage {
         }
     }
     fn conv2d_backward_input(&self, l: &Layout, w: Operand<Self>, sh: &ConvShape) -> Result<Self> {
+        let _span = profile::span("conv2d_backward_input", || format!("{:?}", conv_key(sh)));
         if let Some(h) = half(self) {
             let (dy, w) = (Wide::new((self, l))?, Wide::new(w)?);
             return narrow(
@@ -226,6 +268,7 @@ impl BackendStorage for Storage {
         dy: Operand<Self>,
         sh: &ConvShape,
     ) -> Result<Self> {
+        let _span = profile::span("conv2d_backward_weight", || format!("{:?}", conv_key(sh)));
         if let Some(h) = half(self) {
             let (x, dy) = (Wide::new((self, l))?, Wide::new(dy)?);
             return narrow(
@@ -246,6 +289,9 @@ impl BackendStorage for Storage {
         b: Option<Operand<Self>>,
         sh: &NormShape,
     ) -> Result<(Self, Self, Self)> {
+        let _span = profile::span("norm", || {
+            format!("{:?}", (sh.rows, sh.groups, sh.cpg, sh.inner, sh.silu))
+        });
         if let Some(h) = half(self) {
             // The statistics stay f32: only the backward reads them.
             let (x, w, b) = (Wide::new((self, l))?, Wide::opt(w)?, Wide::opt(b)?);
@@ -271,6 +317,9 @@ impl BackendStorage for Storage {
         stats: (&Self, &Self),
         sh: &NormShape,
     ) -> Result<(Self, Self, Self)> {
+        let _span = profile::span("norm_backward", || {
+            format!("{:?}", (sh.rows, sh.groups, sh.cpg, sh.inner, sh.silu))
+        });
         if let Some(h) = half(self) {
             let (x, dy) = (Wide::new((self, l))?, Wide::new(dy)?);
             let (w, b) = (Wide::opt(w)?, Wide::opt(b)?);
@@ -302,6 +351,9 @@ impl BackendStorage for Storage {
         }
     }
     fn softmax_last(&self, l: &Layout) -> Result<Self> {
+        let _span = profile::span("softmax_last", || {
+            format!("{:?}", l.shape().dims().to_vec())
+        });
         if let Some(h) = half(self) {
             let x = Wide::new((self, l))?;
             return narrow(x.storage().softmax_last(x.layout())?, h);
@@ -319,6 +371,9 @@ impl BackendStorage for Storage {
         mask: Option<Operand<Self>>,
         sh: &AttnShape,
     ) -> Result<(Self, Self)> {
+        let _span = profile::span("attention", || {
+            format!("{:?}", (sh.b, sh.h, sh.l, sh.s, sh.d, sh.causal))
+        });
         if let Some(h) = half(self) {
             // The log-sum-exp stays f32: only the backward reads it.
             let (q, k, v) = (Wide::new((self, q))?, Wide::new(k)?, Wide::new(v)?);
@@ -354,6 +409,9 @@ impl BackendStorage for Storage {
         dout: Operand<Self>,
         sh: &AttnShape,
     ) -> Result<(Self, Self, Self)> {
+        let _span = profile::span("attention_backward", || {
+            format!("{:?}", (sh.b, sh.h, sh.l, sh.s, sh.d, sh.causal))
+        });
         if let Some(h) = half(self) {
             let (q, k, v) = (Wide::new((self, q))?, Wide::new(k)?, Wide::new(v)?);
             let (mask, out, dout) = (Wide::opt(mask)?, Wide::new(out)?, Wide::new(dout)?);
@@ -399,6 +457,7 @@ impl BackendStorage for Storage {
         }
     }
     fn embedding(&self, l: &Layout, w: Operand<Self>) -> Result<Self> {
+        let _span = profile::span("embedding", || format!("{:?}", l.shape().dims().to_vec()));
         if let Some(h) = half(w.0) {
             return narrow(self.embedding(l, Wide::new(w)?.op())?, h);
         }
@@ -408,6 +467,9 @@ impl BackendStorage for Storage {
         }
     }
     fn embedding_backward(&self, l: &Layout, dy: Operand<Self>, vocab: usize) -> Result<Self> {
+        let _span = profile::span("embedding_backward", || {
+            format!("{:?}", (l.shape().dims().to_vec(), vocab))
+        });
         if let Some(h) = half(dy.0) {
             return narrow(self.embedding_backward(l, Wide::new(dy)?.op(), vocab)?, h);
         }
@@ -417,6 +479,9 @@ impl BackendStorage for Storage {
         }
     }
     fn upsample_nearest2d(&self, l: &Layout, factor: usize) -> Result<Self> {
+        let _span = profile::span("upsample_nearest2d", || {
+            format!("{:?}", (l.shape().dims().to_vec(), factor))
+        });
         if let Some(h) = half(self) {
             let x = Wide::new((self, l))?;
             return narrow(x.storage().upsample_nearest2d(x.layout(), factor)?, h);
@@ -433,6 +498,9 @@ impl BackendStorage for Storage {
         grad: Operand<Self>,
         h: &AdamWStep,
     ) -> Result<()> {
+        let _span = profile::span("adamw_step", || {
+            format!("{:?}", grad.1.shape().dims().to_vec())
+        });
         match (param, m, v) {
             (Storage::Cpu(p), Storage::Cpu(m), Storage::Cpu(v)) => {
                 CpuStorage::adamw_step(p, m, v, cpu(grad)?, h)
