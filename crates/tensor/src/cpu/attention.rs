@@ -34,11 +34,23 @@ fn scores<T: Gemm>(
         false,
     );
     let scale = T::from_f64(s.scale);
+    if !s.causal && mask.is_none() {
+        out.iter_mut().for_each(|v| *v *= scale);
+        return;
+    }
+    // Keys after the query (causal) and masked keys read -inf; each rule is its own loop
+    // so that the scaling vectorises.
     for (r, row) in out.chunks_mut(s.s).enumerate() {
-        let i = i0 + r;
-        for (j, v) in row.iter_mut().enumerate() {
-            let hidden = (s.causal && j > i) || mask.is_some_and(|m| m[j] == T::ZERO);
-            *v = if hidden { T::NEG_INFINITY } else { *v * scale };
+        let seen = if s.causal { (i0 + r + 1).min(s.s) } else { s.s };
+        let (visible, after) = row.split_at_mut(seen);
+        visible.iter_mut().for_each(|v| *v *= scale);
+        after.fill(T::NEG_INFINITY);
+        if let Some(m) = mask {
+            for (v, &keep) in visible.iter_mut().zip(m) {
+                if keep == T::ZERO {
+                    *v = T::NEG_INFINITY;
+                }
+            }
         }
     }
 }
@@ -51,15 +63,45 @@ pub(crate) fn attention<T: Gemm>(
     mask: Option<&[T]>,
     s: &AttnShape,
 ) -> (Vec<T>, Vec<T>) {
-    let heads: Vec<(Vec<T>, Vec<T>)> = (0..s.b * s.h)
-        .into_par_iter()
-        .map(|bh| attention_head(q, k, v, mask, s, bh))
+    let bh = s.b * s.h;
+    let mut o = vec![T::ZERO; bh * s.l * s.dv];
+    let mut lse = vec![T::NEG_INFINITY; bh * s.l];
+    // Each head writes its own rows of the outputs in place (no per-head vectors to
+    // concatenate) and reuses one score block per rayon piece.
+    let heads: Vec<_> = pieces(&mut o, s.l * s.dv, bh)
+        .into_iter()
+        .zip(pieces(&mut lse, s.l, bh))
+        .enumerate()
         .collect();
-    let (o, l): (Vec<_>, Vec<_>) = heads.into_iter().unzip();
-    (o.concat(), l.concat())
+    heads
+        .into_par_iter()
+        .with_min_len(heads_per_task(bh))
+        .for_each_init(
+            || vec![T::ZERO; QB * s.s],
+            |p, (i, (o, lse))| attention_head(q, k, v, mask, s, i, (o, lse), p),
+        );
+    (o, lse)
 }
 
-/// One (batch, head): its out [L, DV] and lse [L].
+/// `v` cut into `count` consecutive pieces of `len` (any of them may be 0).
+fn pieces<T>(mut v: &mut [T], len: usize, count: usize) -> Vec<&mut [T]> {
+    (0..count)
+        .map(|_| {
+            let (piece, rest) = std::mem::take(&mut v).split_at_mut(len);
+            v = rest;
+            piece
+        })
+        .collect()
+}
+
+/// Heads a rayon piece takes: enough that its scratch is allocated a few times per call,
+/// not once per head (fixed by the shape; the split never changes the arithmetic).
+fn heads_per_task(heads: usize) -> usize {
+    heads.div_ceil(16).max(1)
+}
+
+/// One (batch, head): writes its out [L, DV] and lse [L]; `p` is QB x S of scratch.
+#[allow(clippy::too_many_arguments)]
 fn attention_head<T: Gemm>(
     q: &[T],
     k: &[T],
@@ -67,16 +109,15 @@ fn attention_head<T: Gemm>(
     mask: Option<&[T]>,
     s: &AttnShape,
     bh: usize,
-) -> (Vec<T>, Vec<T>) {
-    let mut o = vec![T::ZERO; s.l * s.dv];
-    let mut lse = vec![T::NEG_INFINITY; s.l];
+    (o, lse): (&mut [T], &mut [T]),
+    p: &mut [T],
+) {
     let (qh, kh, vh) = (
         &q[bh * s.l * s.d..],
         &k[bh * s.s * s.d..],
         &v[bh * s.s * s.dv..],
     );
     let m = mask.map(|m| &m[(bh / s.h) * s.s..][..s.s]);
-    let mut p = vec![T::ZERO; QB * s.s];
     for i0 in (0..s.l).step_by(QB) {
         let qb = QB.min(s.l - i0);
         let p = &mut p[..qb * s.s];
@@ -108,7 +149,6 @@ fn attention_head<T: Gemm>(
             false,
         );
     }
-    (o, lse)
 }
 
 /// (dq, dk, dv). With P = exp(S - lse), Di = sum_c dO_ic O_ic:
@@ -124,20 +164,33 @@ pub(crate) fn attention_backward<T: Gemm>(
     dout: &[T],
     s: &AttnShape,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let heads: Vec<_> = (0..s.b * s.h)
-        .into_par_iter()
-        .map(|bh| attention_head_backward(q, k, v, mask, out, lse, dout, s, bh))
+    let bh = s.b * s.h;
+    let (mut dq, mut dk, mut dv) = (
+        vec![T::ZERO; bh * s.l * s.d],
+        vec![T::ZERO; bh * s.s * s.d],
+        vec![T::ZERO; bh * s.s * s.dv],
+    );
+    let heads: Vec<_> = pieces(&mut dq, s.l * s.d, bh)
+        .into_iter()
+        .zip(pieces(&mut dk, s.s * s.d, bh))
+        .zip(pieces(&mut dv, s.s * s.dv, bh))
+        .enumerate()
         .collect();
-    let mut grads = (Vec::new(), Vec::new(), Vec::new());
-    for (dq, dk, dv) in heads {
-        grads.0.extend(dq);
-        grads.1.extend(dk);
-        grads.2.extend(dv);
-    }
-    grads
+    heads
+        .into_par_iter()
+        .with_min_len(heads_per_task(bh))
+        .for_each_init(
+            || (vec![T::ZERO; QB * s.s], vec![T::ZERO; QB * s.s]),
+            |(p, dp), (i, ((dq, dk), dv))| {
+                let grads = (dq, dk, dv);
+                attention_head_backward(q, k, v, mask, out, lse, dout, s, i, grads, (p, dp));
+            },
+        );
+    (dq, dk, dv)
 }
 
-/// One (batch, head) of the backward: its dq [L, D], dk [S, D], dv [S, DV].
+/// One (batch, head) of the backward: writes its dq [L, D], dk [S, D], dv [S, DV];
+/// `p` and `dp` are QB x S of scratch each.
 #[allow(clippy::too_many_arguments)]
 fn attention_head_backward<T: Gemm>(
     q: &[T],
@@ -149,9 +202,10 @@ fn attention_head_backward<T: Gemm>(
     dout: &[T],
     s: &AttnShape,
     bh: usize,
-) -> (Vec<T>, Vec<T>, Vec<T>) {
+    (dq, dk, dv): (&mut [T], &mut [T], &mut [T]),
+    (p, dp): (&mut [T], &mut [T]),
+) {
     let (ql, kl, vl) = (s.l * s.d, s.s * s.d, s.s * s.dv);
-    let (mut dq, mut dk, mut dv) = (vec![T::ZERO; ql], vec![T::ZERO; kl], vec![T::ZERO; vl]);
     let scale = T::from_f64(s.scale);
     let (qh, kh, vh) = (&q[bh * ql..], &k[bh * kl..], &v[bh * vl..]);
     let (oh, doh, lh) = (
@@ -160,8 +214,6 @@ fn attention_head_backward<T: Gemm>(
         &lse[bh * s.l..],
     );
     let m = mask.map(|m| &m[(bh / s.h) * s.s..][..s.s]);
-    let mut p = vec![T::ZERO; QB * s.s];
-    let mut dp = vec![T::ZERO; QB * s.s];
     for i0 in (0..s.l).step_by(QB) {
         let qb = QB.min(s.l - i0);
         let (p, dp) = (&mut p[..qb * s.s], &mut dp[..qb * s.s]);
@@ -200,7 +252,7 @@ fn attention_head_backward<T: Gemm>(
         }
         // dV += P^T dO: P^T is [S, qb], element (j, r) at p[r * S + j].
         gemm_into(
-            &mut dv,
+            dv,
             p,
             (1, s.s),
             do_blk,
@@ -222,7 +274,7 @@ fn attention_head_backward<T: Gemm>(
         );
         // dK += (scale dS)^T Q
         gemm_into(
-            &mut dk,
+            dk,
             dp,
             (1, s.s),
             &qh[i0 * s.d..],
@@ -232,5 +284,4 @@ fn attention_head_backward<T: Gemm>(
             false,
         );
     }
-    (dq, dk, dv)
 }

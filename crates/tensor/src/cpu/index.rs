@@ -1,6 +1,7 @@
 //! Gather and place kernels: embedding rows, their scatter-add backward, and
 //! nearest-neighbour upsampling.
 
+use super::strided::TASK_ELEMS;
 use crate::{Error, Float, Result};
 use rayon::prelude::*;
 
@@ -57,19 +58,28 @@ pub(crate) fn upsample_nearest2d<T: Float>(
     f: usize,
 ) -> Vec<T> {
     let (ho, wo) = (h * f, w * f);
-    let mut y = vec![T::ZERO; planes * ho * wo];
-    if ho * wo == 0 {
-        return y;
-    }
-    y.par_chunks_mut(ho * wo)
-        .zip(x.par_chunks(h * w))
-        .for_each(|(yp, xp)| {
-            for (oh, row) in yp.chunks_mut(wo).enumerate() {
-                let src = &xp[(oh / f) * w..(oh / f + 1) * w];
-                for (ow, v) in row.iter_mut().enumerate() {
-                    *v = src[ow / f];
+    let len = planes * ho * wo;
+    // Written once, without a zero-fill first: every output row is a source row with
+    // each element repeated f times.
+    let mut y = Vec::with_capacity(len);
+    if len > 0 {
+        y.spare_capacity_mut()[..len]
+            .par_chunks_mut(ho * wo)
+            .zip(x.par_chunks(h * w))
+            .with_min_len(TASK_ELEMS.div_ceil(ho * wo))
+            .for_each(|(yp, xp)| {
+                for (oh, row) in yp.chunks_mut(wo).enumerate() {
+                    let src = &xp[(oh / f) * w..(oh / f + 1) * w];
+                    for (block, &v) in row.chunks_exact_mut(f).zip(src) {
+                        block.iter_mut().for_each(|e| {
+                            e.write(v);
+                        });
+                    }
                 }
-            }
-        });
+            });
+        // SAFETY: the planes of ho * wo cover y, and each row of wo = w f elements was
+        // written as w blocks of f.
+        unsafe { y.set_len(len) };
+    }
     y
 }

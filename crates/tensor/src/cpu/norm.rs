@@ -4,6 +4,7 @@
 //! f64), and the fused backward. Per-element work is in the compute dtype; only the
 //! group totals are f64.
 
+use super::strided::TASK_ELEMS;
 use super::wide::wide;
 use crate::ops::NormShape;
 use crate::Float;
@@ -106,6 +107,7 @@ pub(crate) fn norm<T: Float>(
         .zip(x.par_chunks(m))
         .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
         .enumerate()
+        .with_min_len(groups_per_task(m))
         .for_each(|(gi, ((yg, xg), (mu_out, rs_out)))| {
             (*mu_out, *rs_out) = wide(
                 #[inline(always)]
@@ -116,6 +118,12 @@ pub(crate) fn norm<T: Float>(
     // y, and norm_group writes every element of its chunk.
     unsafe { y.set_len(x.len()) };
     (y, mean, rstd)
+}
+
+/// Groups a rayon task takes: a LayerNorm row is one group of a few dozen elements, too
+/// little work for a task of its own.
+fn groups_per_task(m: usize) -> usize {
+    (TASK_ELEMS / 4 / m.max(1)).max(1)
 }
 
 /// One group of the forward: normalises x into y (every element written) and returns
@@ -142,11 +150,35 @@ fn norm_group<T: Float>(
     let scale = |j: usize| T::from_f64(rs * w.map_or(1.0, |w| w[c0 + j].to_f64()));
     let shift = |j: usize| b.map_or(T::ZERO, |b| b[c0 + j]);
     if s.inner == 1 {
-        // LayerNorm's [rows, 1, D, 1]: one element per channel, so one loop over the
-        // channels (a loop per channel would run one element at a time).
-        for (j, (yv, &xv)) in yg.iter_mut().zip(xg).enumerate() {
-            let v = (xv - mu_t) * scale(j) + shift(j);
-            yv.write(if s.silu { v * sigmoid(v) } else { v });
+        // LayerNorm's [rows, 1, D, 1]: one element per channel, so loops over the
+        // channels (a loop per channel would run one element at a time), each with the
+        // affine's presence decided outside it so that it vectorises: y holds the
+        // scale, then (x - mu) scale + shift, then its SiLU.
+        let (wr, br) = (w.map(|w| &w[c0..c0 + m]), b.map(|b| &b[c0..c0 + m]));
+        match wr {
+            Some(wr) => yg.iter_mut().zip(wr).for_each(|(y, &wv)| {
+                y.write(T::from_f64(rs * wv.to_f64()));
+            }),
+            None => yg.iter_mut().for_each(|y| {
+                y.write(T::from_f64(rs));
+            }),
+        }
+        // SAFETY: the loop above wrote every element of yg.
+        let yg = unsafe { assume_init(yg) };
+        match br {
+            Some(br) => {
+                for ((y, &xv), &bv) in yg.iter_mut().zip(xg).zip(br) {
+                    *y = (xv - mu_t) * *y + bv;
+                }
+            }
+            None => {
+                for (y, &xv) in yg.iter_mut().zip(xg) {
+                    *y = (xv - mu_t) * *y + T::ZERO;
+                }
+            }
+        }
+        if s.silu {
+            yg.iter_mut().for_each(|y| *y = *y * sigmoid(*y));
         }
         return (T::from_f64(mu), T::from_f64(rs));
     }
@@ -196,6 +228,7 @@ pub(crate) fn norm_backward<T: Float>(
             .zip(x.par_chunks(m).zip(dy.par_chunks(m)))
             .zip(pw.par_chunks_mut(s.cpg).zip(pb.par_chunks_mut(s.cpg)))
             .enumerate()
+            .with_min_len(groups_per_task(m))
             .for_each(|(gi, ((dxg, (xg, dyg)), (pwg, pbg)))| {
                 wide(
                     #[inline(always)]
@@ -216,11 +249,15 @@ pub(crate) fn norm_backward<T: Float>(
         // writes every element of its chunk.
         unsafe { dx.set_len(x.len()) };
     }
+    // Each channel's partials summed over rows in order, as `Iterator::sum` would (from
+    // its own starting value), with the rows read whole: a strided walk down each
+    // channel's column cost more than the rest of a LayerNorm backward.
     let channel_sum = |p: &[f64]| -> Vec<T> {
-        (0..c)
-            .into_par_iter()
-            .map(|ch| T::from_f64((0..s.rows).map(|r| p[r * c + ch]).sum()))
-            .collect()
+        let mut acc = vec![std::iter::empty::<f64>().sum::<f64>(); c];
+        for row in p.chunks_exact(c) {
+            acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
+        }
+        acc.into_iter().map(T::from_f64).collect()
     };
     (dx, channel_sum(&pw), channel_sum(&pb))
 }
@@ -257,17 +294,28 @@ fn norm_backward_group<T: Float>(
         // LayerNorm's [rows, 1, D, 1]: one element per channel, so a channel's partial
         // sums are its element's terms, and each pass is one loop over the channels (a
         // loop per channel would run one element at a time).
-        for (j, ((d, &x), &dy)) in dxg.iter_mut().zip(xg).zip(dyg).enumerate() {
-            d.write(d_of(x, dy, wj(j), bj(j)));
+        if s.silu {
+            for (j, ((d, &x), &dy)) in dxg.iter_mut().zip(xg).zip(dyg).enumerate() {
+                d.write(d_of(x, dy, wj(j), bj(j)));
+            }
+        } else {
+            dxg.iter_mut().zip(dyg).for_each(|(d, &dy)| {
+                d.write(dy);
+            });
         }
-        // SAFETY: the loop wrote every element of dxg.
+        // SAFETY: either loop wrote every element of dxg.
         let dxg: &[T] = unsafe { assume_init(dxg) };
         for (((pw, pb), &d), &x) in pwg.iter_mut().zip(pbg.iter_mut()).zip(dxg).zip(xg) {
             *pb = d.to_f64();
             *pw = (d * ((x - mu) * rs)).to_f64();
         }
-        let w64 = |j: usize| wj(j).to_f64();
-        (weighted_sum(pbg, w64), weighted_sum(pwg, w64))
+        match w {
+            Some(w) => {
+                let w64 = |j: usize| w[c0 + j].to_f64();
+                (weighted_sum(pbg, w64), weighted_sum(pwg, w64))
+            }
+            None => (weighted_sum(pbg, |_| 1.0), weighted_sum(pwg, |_| 1.0)),
+        }
     } else {
         let (mut sum_g, mut sum_gx) = (0.0, 0.0);
         for j in 0..s.cpg {
@@ -302,8 +350,16 @@ fn norm_backward_group<T: Float>(
     let dxg = unsafe { assume_init(dxg) };
     let dx_of = |d: T, x: T, wv: T| rs * (d * wv - a - (x - mu) * rs * bm);
     if s.inner == 1 {
-        for (j, (d, &x)) in dxg.iter_mut().zip(xg).enumerate() {
-            *d = dx_of(*d, x, wj(j));
+        match w {
+            Some(w) => {
+                for ((d, &x), &wv) in dxg.iter_mut().zip(xg).zip(&w[c0..c0 + m]) {
+                    *d = dx_of(*d, x, wv);
+                }
+            }
+            None => dxg
+                .iter_mut()
+                .zip(xg)
+                .for_each(|(d, &x)| *d = dx_of(*d, x, T::ONE)),
         }
         return;
     }

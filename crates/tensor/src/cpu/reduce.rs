@@ -4,7 +4,7 @@
 //! parallel and combine in order.
 
 use super::elementwise::map;
-use super::strided::TASK_ELEMS;
+use super::strided::{Plan, TASK_ELEMS};
 use crate::ops::ReduceOp;
 use crate::{Float, Layout};
 use rayon::prelude::*;
@@ -46,6 +46,12 @@ pub(crate) fn reduce<T: Float>(x: &[T], l: &Layout, op: ReduceOp, dims: &[usize]
             return sum_middle(&x[r], (outer, rows, inner));
         }
     }
+    // Rows shorter than a lane group (an upsampling's gradient: 2 x 2 blocks of
+    // [N, C, H, 2, W, 2] summed over axes 3 and 5) are summed where they lie, without
+    // the transposed copy.
+    if let (ReduceOp::Sum, true) = (op, row < 8) {
+        return sum_short_rows(x, l, &kept, dims);
+    }
     let data: Cow<[T]> = match pl.contiguous_range() {
         Some(r) => Cow::Borrowed(&x[r]),
         None => Cow::Owned(map(x, &pl, |v| v)),
@@ -80,6 +86,10 @@ const COLUMNS: usize = 256;
 /// order, the lanes combined pairwise), so it equals the transpose-then-`sum_row` path
 /// bit for bit while the loads stay contiguous and vectorise across columns.
 fn sum_leading<T: Float>(x: &[T], n: usize, k: usize) -> Vec<T> {
+    if k == 1 {
+        // A whole-tensor sum: the one column is the row itself.
+        return vec![sum_row(x)];
+    }
     let mut out = vec![T::ZERO; k];
     let full = n / 8 * 8;
     out.par_chunks_mut(COLUMNS).enumerate().for_each(|(t, o)| {
@@ -133,6 +143,40 @@ fn sum_middle<T: Float>(x: &[T], (a_len, k_len, r_len): (usize, usize, usize)) -
             finish8(acc, &[])
         })
         .collect()
+}
+
+/// Sums of rows of fewer than 8 elements, each gathered in the transposed row's order
+/// (the reduced axes' row-major order) and summed by [`finish8`] as [`sum_row`] would,
+/// so the bits are the transposed path's.
+fn sum_short_rows<T: Float>(x: &[T], l: &Layout, kept: &[usize], dims: &[usize]) -> Vec<T> {
+    let (ld, ls) = (l.dims(), l.strides());
+    let outer = Layout::new(
+        kept.iter().map(|&d| ld[d]).collect::<Vec<_>>(),
+        kept.iter().map(|&d| ls[d]).collect(),
+        l.offset(),
+    );
+    // Offsets of a row's elements from its first, in the reduced axes' row-major order.
+    let mut offs = vec![0usize];
+    for &d in dims {
+        offs = offs
+            .iter()
+            .flat_map(|&o| (0..ld[d]).map(move |i| o + i * ls[d]))
+            .collect();
+    }
+    let plan = Plan::new([&outer]);
+    // SAFETY: the closure writes every element of each row it is handed.
+    unsafe {
+        plan.collect_rows(|out, [base]| {
+            let mut row = [T::ZERO; 8];
+            for (i, y) in out.iter_mut().enumerate() {
+                let at = base + i * plan.inner[0];
+                for (r, &o) in row.iter_mut().zip(&offs) {
+                    *r = x[at + o];
+                }
+                y.write(finish8([T::ZERO; 8], &row[..offs.len()]));
+            }
+        })
+    }
 }
 
 fn row_fn<T: Float>(op: ReduceOp) -> fn(&[T]) -> T {
@@ -249,5 +293,37 @@ mod tests {
             })
             .collect();
         assert_eq!(got, want);
+    }
+
+    /// Rows of fewer than 8 elements summed in place (an upsampling's 2 x 2 blocks, a
+    /// permuted input, signed zeros) equal the transposed path bit for bit.
+    #[test]
+    fn short_rows_match_the_transposed_path() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let cases: [(Vec<usize>, Vec<usize>, Vec<usize>); 5] = [
+            (vec![2, 3, 5, 2, 7, 2], vec![0, 1, 2, 3, 4, 5], vec![3, 5]),
+            (vec![3, 7], vec![1, 0], vec![1]),
+            (vec![4, 1, 3], vec![0, 1, 2], vec![1, 2]),
+            (vec![2, 3, 4], vec![2, 0, 1], vec![0, 2]),
+            (vec![7], vec![0], vec![0]),
+        ];
+        for (dims, perm, reduced) in cases {
+            let n: usize = dims.iter().product();
+            let x: Vec<f32> = (0..n)
+                .map(|i| match i % 5 {
+                    0 => -0.0,
+                    _ => ((i * 7919 + 13) % 1009) as f32 / 97.0 - 5.0,
+                })
+                .collect();
+            let l = Layout::contiguous(dims.clone()).permute(&perm).unwrap();
+            let got = reduce(&x, &l, ReduceOp::Sum, &reduced);
+            let rank = dims.len();
+            let kept: Vec<usize> = (0..rank).filter(|d| !reduced.contains(d)).collect();
+            let order: Vec<usize> = kept.iter().chain(&reduced).copied().collect();
+            let row: usize = reduced.iter().map(|&d| l.dims()[d]).product();
+            let rows = map(&x, &l.permute(&order).unwrap(), |v| v);
+            let want: Vec<f32> = rows.chunks(row).map(sum_row).collect();
+            assert_eq!(bits(&got), bits(&want), "{dims:?} {perm:?} {reduced:?}");
+        }
     }
 }

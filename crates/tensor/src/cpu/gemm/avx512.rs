@@ -1,6 +1,7 @@
 //! AVX-512F micro-kernels: f32 6×64 and f64 6×32 register tiles (24 zmm accumulators).
 
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
 use super::driver::{gemm, Problem};
 use super::kernel::{by_rows, ALayout, Blocking, MicroKernel};
@@ -150,11 +151,11 @@ impl MicroKernel<f64, F64_MR, F64_NR> for F64Kernel {
     }
 }
 
-pub(crate) fn sgemm(p: &Problem<'_, f32>, c: &mut [f32], parallel: bool) {
+pub(crate) fn sgemm(p: &Problem<'_, f32>, c: &mut [MaybeUninit<f32>], parallel: bool) {
     gemm::<f32, F32_MR, F32_NR, F32Kernel>(p, c, parallel);
 }
 
-pub(crate) fn dgemm(p: &Problem<'_, f64>, c: &mut [f64], parallel: bool) {
+pub(crate) fn dgemm(p: &Problem<'_, f64>, c: &mut [MaybeUninit<f64>], parallel: bool) {
     gemm::<f64, F64_MR, F64_NR, F64Kernel>(p, c, parallel);
 }
 

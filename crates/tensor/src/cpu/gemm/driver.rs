@@ -27,6 +27,7 @@
 //! per-element arithmetic. So the bits do not depend on the thread count.
 
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 use super::buffer::PackBuf;
 use super::element::{Element, Slot};
@@ -99,10 +100,11 @@ impl KBlocks {
 }
 
 /// Runs the blocked product with kernel `K`. `p.m`, `p.n`, `p.k` are > 0 and `c` covers the
-/// m×n tile at row stride ldc (checked by the caller).
+/// m×n tile at row stride ldc (checked by the caller). C may start uninitialised unless
+/// `p.accumulate`: the first K block stores the tiles without reading them.
 pub(crate) fn gemm<T: Element, const MR: usize, const NR: usize, K: MicroKernel<T, MR, NR>>(
     p: &Problem<'_, T>,
-    c: &mut [T],
+    c: &mut [MaybeUninit<T>],
     parallel: bool,
 ) {
     let (m, n, k) = (p.m, p.n, p.k);
@@ -130,7 +132,7 @@ pub(crate) fn gemm<T: Element, const MR: usize, const NR: usize, K: MicroKernel<
     let n_panels = n.div_ceil(NR);
 
     let mut a_buf = PackBuf::<T>::take(Slot::A);
-    let cptr = CPtr(c.as_mut_ptr());
+    let cptr = CPtr(c.as_mut_ptr().cast::<T>());
     for i3 in (0..m).step_by(mc) {
         let mb = mc.min(m - i3);
         let m_panels = mb.div_ceil(MR);

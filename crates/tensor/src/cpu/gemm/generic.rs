@@ -3,6 +3,7 @@
 use super::driver::{gemm, Problem};
 use super::element::Element;
 use super::kernel::{ALayout, Blocking, MicroKernel};
+use std::mem::MaybeUninit;
 
 /// A 4×8 (f32) or 4×4 (f64) tile: the accumulators fill 8 of the 16 128-bit registers of the
 /// x86-64 baseline (SSE2), leaving room for B and the broadcast, and NEON has 32. It
@@ -63,10 +64,10 @@ impl<T: Element, const MR: usize, const NR: usize> MicroKernel<T, MR, NR> for Po
     }
 }
 
-pub(crate) fn sgemm(p: &Problem<'_, f32>, c: &mut [f32], parallel: bool) {
+pub(crate) fn sgemm(p: &Problem<'_, f32>, c: &mut [MaybeUninit<f32>], parallel: bool) {
     gemm::<f32, { F32_TILE.0 }, { F32_TILE.1 }, Portable>(p, c, parallel);
 }
 
-pub(crate) fn dgemm(p: &Problem<'_, f64>, c: &mut [f64], parallel: bool) {
+pub(crate) fn dgemm(p: &Problem<'_, f64>, c: &mut [MaybeUninit<f64>], parallel: bool) {
     gemm::<f64, { F64_TILE.0 }, { F64_TILE.1 }, Portable>(p, c, parallel);
 }

@@ -25,6 +25,7 @@ use driver::{BSource, Problem};
 use element::Element;
 pub(crate) use pack::Patches;
 use pack::Strided;
+use std::mem::MaybeUninit;
 
 /// C = A·B (accumulate = false) or C += A·B (accumulate = true).
 /// A is m×k with element (i,p) at a[i*rsa + p*csa]; B is k×n with (p,j) at b[p*rsb + j*csb];
@@ -125,6 +126,8 @@ pub fn sgemm_with(
     accumulate: bool,
     parallel: bool,
 ) {
+    // The kernels only ever store initialised values into C.
+    let c = as_uninit(c);
     let Some(p) = prepare(
         kernel,
         m,
@@ -160,6 +163,8 @@ pub fn dgemm_with(
     accumulate: bool,
     parallel: bool,
 ) {
+    // The kernels only ever store initialised values into C.
+    let c = as_uninit(c);
     let Some(p) = prepare(
         kernel,
         m,
@@ -178,11 +183,12 @@ pub fn dgemm_with(
 
 /// A dtype's micro-kernels, by [`Kernel`].
 pub(crate) trait Dispatch: Element {
-    fn run(kernel: Kernel, p: &Problem<'_, Self>, c: &mut [Self], parallel: bool);
+    /// C may be uninitialised unless `p.accumulate`.
+    fn run(kernel: Kernel, p: &Problem<'_, Self>, c: &mut [MaybeUninit<Self>], parallel: bool);
 }
 
 impl Dispatch for f32 {
-    fn run(kernel: Kernel, p: &Problem<'_, f32>, c: &mut [f32], parallel: bool) {
+    fn run(kernel: Kernel, p: &Problem<'_, f32>, c: &mut [MaybeUninit<f32>], parallel: bool) {
         match kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => avx512::sgemm(p, c, parallel),
@@ -194,7 +200,7 @@ impl Dispatch for f32 {
 }
 
 impl Dispatch for f64 {
-    fn run(kernel: Kernel, p: &Problem<'_, f64>, c: &mut [f64], parallel: bool) {
+    fn run(kernel: Kernel, p: &Problem<'_, f64>, c: &mut [MaybeUninit<f64>], parallel: bool) {
         match kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => avx512::dgemm(p, c, parallel),
@@ -219,9 +225,38 @@ pub(crate) fn gemm_patches<T: Dispatch>(
     parallel: bool,
 ) {
     let kernel = Kernel::selected();
+    let c = as_uninit(c);
     if let Some(p) = prepare_patches(kernel, m, a, b, c, ldc, accumulate) {
         T::run(kernel, &p, c, parallel);
     }
+}
+
+/// C (m×n, row stride n) = A·B into C that may be uninitialised (a fresh output: no
+/// zero-fill first), with the default kernel; every element of C is written. Strides and
+/// `parallel` as for [`sgemm`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_write<T: Dispatch>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: (&[T], usize, usize),
+    b: (&[T], usize, usize),
+    c: &mut [MaybeUninit<T>],
+    parallel: bool,
+) {
+    let kernel = Kernel::selected();
+    // Not accumulating: the kernels store C's tiles without reading them.
+    if let Some(p) = prepare(kernel, m, n, k, a, b, c, n, false) {
+        T::run(kernel, &p, c, parallel);
+    }
+}
+
+/// `c` seen as possibly uninitialised. Sound to hand to the kernels: they store only
+/// initialised values, so `c` stays initialised for its owner.
+fn as_uninit<T>(c: &mut [T]) -> &mut [MaybeUninit<T>] {
+    // SAFETY: MaybeUninit<T> has T's size and alignment, and nothing writes an
+    // uninitialised value through the result.
+    unsafe { &mut *(c as *mut [T] as *mut [MaybeUninit<T>]) }
 }
 
 /// [`prepare`] with an implicit im2col B: the image must hold c_in·h·w elements.
@@ -230,7 +265,7 @@ fn prepare_patches<'a, T: Element>(
     m: usize,
     a: (&'a [T], usize, usize),
     b: Patches<'a, T>,
-    c: &mut [T],
+    c: &mut [MaybeUninit<T>],
     ldc: usize,
     accumulate: bool,
 ) -> Option<Problem<'a, T>> {
@@ -271,7 +306,7 @@ fn prepare<'a, T: Element>(
     k: usize,
     (a, rsa, csa): (&'a [T], usize, usize),
     (b, rsb, csb): (&'a [T], usize, usize),
-    c: &mut [T],
+    c: &mut [MaybeUninit<T>],
     ldc: usize,
     accumulate: bool,
 ) -> Option<Problem<'a, T>> {
@@ -292,9 +327,11 @@ fn prepare<'a, T: Element>(
     );
     if k == 0 {
         if !accumulate {
-            c.chunks_mut(ldc)
-                .take(m)
-                .for_each(|row| row[..n].fill(T::ZERO));
+            c.chunks_mut(ldc).take(m).for_each(|row| {
+                row[..n].iter_mut().for_each(|x| {
+                    x.write(T::ZERO);
+                });
+            });
         }
         return None;
     }

@@ -27,7 +27,9 @@ pub(crate) fn pack_a_panel<T: Element, const MR: usize>(
 ) {
     let (dst, _) = dst[..MR * kc].as_chunks_mut::<MR>();
     if rows < MR {
-        dst.iter_mut().for_each(|d| d[rows..].fill(T::ZERO));
+        // One fill of the whole panel: a fill per k of the few padding lanes would be a
+        // library call per k.
+        dst.fill([T::ZERO; MR]);
     }
     if a.cs == 1 && rows == MR {
         // Row-major A, full panel: read MR rows side by side, write each k-column once.
@@ -48,8 +50,16 @@ pub(crate) fn pack_a_panel<T: Element, const MR: usize>(
                 d[i] = x;
             }
         }
+    } else if a.rs == 1 && rows == MR {
+        // Column-major A (a transposed view): each column of the panel is one contiguous
+        // copy of MR elements, of a size known here (so moves, not a memcpy call per k).
+        for (p, d) in dst.iter_mut().enumerate() {
+            let start = i0 + (p0 + p) * a.cs;
+            *d = a.data[start..start + MR]
+                .try_into()
+                .expect("a slice of MR elements");
+        }
     } else if a.rs == 1 {
-        // Column-major A (a transposed view): each column of the panel is one contiguous copy.
         for (p, d) in dst.iter_mut().enumerate() {
             let start = i0 + (p0 + p) * a.cs;
             d[..rows].copy_from_slice(&a.data[start..start + rows]);
@@ -76,9 +86,17 @@ pub(crate) fn pack_b_panel<T: Element, const NR: usize>(
 ) {
     let (dst, _) = dst[..NR * kc].as_chunks_mut::<NR>();
     if cols < NR {
-        dst.iter_mut().for_each(|d| d[cols..].fill(T::ZERO));
+        dst.fill([T::ZERO; NR]);
     }
-    if b.cs == 1 {
+    if b.cs == 1 && cols == NR {
+        // Row-major B, full panel: each row is one copy of NR elements, of a known size.
+        for (p, d) in dst.iter_mut().enumerate() {
+            let start = (p0 + p) * b.rs + j0;
+            *d = b.data[start..start + NR]
+                .try_into()
+                .expect("a slice of NR elements");
+        }
+    } else if b.cs == 1 {
         // Row-major B: each row of the panel is one contiguous copy.
         for (p, d) in dst.iter_mut().enumerate() {
             let start = (p0 + p) * b.rs + j0;

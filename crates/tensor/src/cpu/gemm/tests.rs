@@ -287,6 +287,31 @@ fn k_zero_clears_or_keeps_c() {
     assert!(d.iter().all(|&x| x == 5.0));
 }
 
+/// The write-only entry point never reads C (it starts as NaN here, which any read would
+/// carry into the result) and gives the bits of the ordinary call, k == 0 included.
+#[test]
+fn write_into_fresh_c_matches_sgemm_and_reads_nothing() {
+    let d = dims(Kernel::selected(), false);
+    let mut all = shapes(&d);
+    all.push((3, 5, 0));
+    for (m, n, k) in all {
+        let a: Vec<f32> = random(m * k, 7).iter().map(|&x| x as f32).collect();
+        // B transposed, as attention's K^T is.
+        let b: Vec<f32> = random(k * n, 8).iter().map(|&x| x as f32).collect();
+        let mut want = vec![0f32; m * n];
+        sgemm(m, n, k, &a, k, 1, &b, 1, k, &mut want, n, false, true);
+        let mut c = vec![std::mem::MaybeUninit::new(f32::NAN); m * n];
+        gemm_write(m, n, k, (&a, k, 1), (&b, 1, k), &mut c, true);
+        // SAFETY: MaybeUninit::new initialised every element.
+        let got: Vec<u32> = c
+            .iter()
+            .map(|x| unsafe { x.assume_init() }.to_bits())
+            .collect();
+        let want: Vec<u32> = want.iter().map(|x| x.to_bits()).collect();
+        assert_eq!(got, want, "{m}x{n}x{k}");
+    }
+}
+
 /// Bits of C for one call of `sgemm_with` inside a rayon pool of `threads` threads.
 #[allow(clippy::too_many_arguments)]
 fn bits_in_pool(
