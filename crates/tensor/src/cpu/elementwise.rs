@@ -112,8 +112,9 @@ pub(crate) fn select<T: Float>(
 pub(crate) fn copy_into<T: Copy>(dst: &mut [T], ld: &Layout, src: &[T], ls: &Layout) {
     let plan = Plan::new([ld, ls]);
     let [sd, ss] = plan.inner;
-    for r in 0..plan.rows() {
-        let [od, os] = plan.row_offsets(r);
+    let mut walk = plan.rows_from(0);
+    for _ in 0..plan.rows() {
+        let [od, os] = walk.next_row();
         if sd == 1 && ss == 1 {
             dst[od..od + plan.len].copy_from_slice(&src[os..os + plan.len]);
         } else {

@@ -60,6 +60,24 @@ impl<const N: usize> Plan<N> {
         off
     }
 
+    /// The rows from `first` on, in order, each as its operands' offsets: the offsets of
+    /// `first` come from [`row_offsets`](Self::row_offsets), the rest by stepping an
+    /// index (an add per row, where `row_offsets` divides once per outer axis: for rows
+    /// of a few elements, as a head permute's 16, that division cost more than the copy).
+    pub fn rows_from(&self, first: usize) -> RowWalk<'_, N> {
+        let mut idx = vec![0; self.outer.len()];
+        let mut r = first;
+        for (i, d) in idx.iter_mut().zip(&self.outer).rev() {
+            *i = r % d;
+            r /= d;
+        }
+        RowWalk {
+            plan: self,
+            idx,
+            off: self.row_offsets(first),
+        }
+    }
+
     /// Fills the contiguous `out` (rows * len elements) row by row, in parallel over fixed
     /// blocks of rows: `f(out_row, offsets_of_row)`. A row longer than a task (a
     /// contiguous tensor coalesces into one row) is cut into task-sized pieces, each
@@ -82,8 +100,9 @@ impl<const N: usize> Plan<N> {
         out.par_chunks_mut(rows_per_task * len)
             .enumerate()
             .for_each(|(t, chunk)| {
-                for (i, row) in chunk.chunks_mut(len).enumerate() {
-                    f(row, self.row_offsets(t * rows_per_task + i));
+                let mut walk = self.rows_from(t * rows_per_task);
+                for row in chunk.chunks_mut(len) {
+                    f(row, walk.next_row());
                 }
             });
     }
@@ -109,6 +128,36 @@ impl<const N: usize> Plan<N> {
     }
 }
 
+/// Walks a plan's rows in order (see [`Plan::rows_from`]).
+pub(crate) struct RowWalk<'a, const N: usize> {
+    plan: &'a Plan<N>,
+    /// Index of the current row along each outer axis.
+    idx: Vec<usize>,
+    off: [usize; N],
+}
+
+impl<const N: usize> RowWalk<'_, N> {
+    /// The current row's offsets; then steps to the next row (an odometer over the
+    /// outer axes, innermost fastest). Call at most once per remaining row.
+    #[inline]
+    pub fn next_row(&mut self) -> [usize; N] {
+        let here = self.off;
+        let p = self.plan;
+        for a in (0..self.idx.len()).rev() {
+            self.idx[a] += 1;
+            let st = &p.outer_strides[a];
+            if self.idx[a] < p.outer[a] {
+                (0..N).for_each(|k| self.off[k] += st[k]);
+                break;
+            }
+            // Wrapped: back to 0 along this axis, carry into the next outer one.
+            (0..N).for_each(|k| self.off[k] -= (p.outer[a] - 1) * st[k]);
+            self.idx[a] = 0;
+        }
+        here
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +175,13 @@ mod tests {
         let p = Plan::new([&a, &b]);
         assert_eq!((p.rows(), p.len, p.inner), (20, 6, [1, 0]));
         assert_eq!(p.row_offsets(7), [42, 2]);
+        // Walking the rows from any start gives row_offsets' answers, row after row.
+        for first in [0, 1, 5, 19] {
+            let mut walk = p.rows_from(first);
+            for r in first..p.rows() {
+                assert_eq!(walk.next_row(), p.row_offsets(r), "row {r} from {first}");
+            }
+        }
         let t = Layout::contiguous([3, 2]).permute(&[1, 0]).unwrap();
         let p = Plan::new([&t]);
         assert_eq!((p.rows(), p.len, p.inner), (2, 3, [2]));
