@@ -219,14 +219,25 @@ pub(crate) fn norm_backward<T: Float>(
     assert_eq!(dy.len(), x.len(), "norm: dy and x differ in length");
     // dx starts uninitialised (each group writes all of its chunk; see below).
     let mut dx = Vec::with_capacity(x.len());
-    // Per (row, channel) partial sums of d*xhat and d; one chunk of cpg per group.
-    let mut pw = vec![0f64; s.rows * c];
-    let mut pb = vec![0f64; s.rows * c];
+    // Per (row, channel) partial sums of d*xhat and d; one chunk of cpg per group, each
+    // written by its group, so not zero-filled first (for a LayerNorm they are twice the
+    // input's size in f64, and the fill cost a quarter of the backward). With no
+    // elements in a group (m == 0) nothing writes them: zeros.
+    let p_len = s.rows * c;
+    let (mut pw, mut pb) = if m > 0 {
+        (Vec::with_capacity(p_len), Vec::with_capacity(p_len))
+    } else {
+        (vec![0f64; p_len], vec![0f64; p_len])
+    };
     if m > 0 {
         dx.spare_capacity_mut()[..x.len()]
             .par_chunks_mut(m)
             .zip(x.par_chunks(m).zip(dy.par_chunks(m)))
-            .zip(pw.par_chunks_mut(s.cpg).zip(pb.par_chunks_mut(s.cpg)))
+            .zip(
+                pw.spare_capacity_mut()[..p_len]
+                    .par_chunks_mut(s.cpg)
+                    .zip(pb.spare_capacity_mut()[..p_len].par_chunks_mut(s.cpg)),
+            )
             .enumerate()
             .with_min_len(groups_per_task(m))
             .for_each(|(gi, ((dxg, (xg, dyg)), (pwg, pbg)))| {
@@ -245,9 +256,14 @@ pub(crate) fn norm_backward<T: Float>(
                     },
                 )
             });
-        // SAFETY: the chunks of m cover dx (asserted above), and norm_backward_group
-        // writes every element of its chunk.
-        unsafe { dx.set_len(x.len()) };
+        // SAFETY: the chunks of m cover dx (asserted above), the chunks of cpg cover pw
+        // and pb (one per group: rows * groups * cpg = p_len), and norm_backward_group
+        // writes every element of its chunks.
+        unsafe {
+            dx.set_len(x.len());
+            pw.set_len(p_len);
+            pb.set_len(p_len);
+        }
     }
     // Each channel's partials summed over rows in order, as `Iterator::sum` would (from
     // its own starting value), with the rows read whole: a strided walk down each
@@ -269,7 +285,7 @@ fn norm_backward_group<T: Float>(
     gi: usize,
     (xg, dyg): (&[T], &[T]),
     dxg: &mut [MaybeUninit<T>],
-    (pwg, pbg): (&mut [f64], &mut [f64]),
+    (pwg, pbg): (&mut [MaybeUninit<f64>], &mut [MaybeUninit<f64>]),
     (w, b): (Option<&[T]>, Option<&[T]>),
     (mu, rs): (T, T),
     s: &NormShape,
@@ -306,9 +322,11 @@ fn norm_backward_group<T: Float>(
         // SAFETY: either loop wrote every element of dxg.
         let dxg: &[T] = unsafe { assume_init(dxg) };
         for (((pw, pb), &d), &x) in pwg.iter_mut().zip(pbg.iter_mut()).zip(dxg).zip(xg) {
-            *pb = d.to_f64();
-            *pw = (d * ((x - mu) * rs)).to_f64();
+            pb.write(d.to_f64());
+            pw.write((d * ((x - mu) * rs)).to_f64());
         }
+        // SAFETY: the loop wrote every element of both (they are as long as dxg).
+        let (pwg, pbg): (&[f64], &[f64]) = unsafe { (assume_init(pwg), assume_init(pbg)) };
         match w {
             Some(w) => {
                 let w64 = |j: usize| w[c0 + j].to_f64();
@@ -335,8 +353,8 @@ fn norm_backward_group<T: Float>(
             let dxr = unsafe { assume_init(dxr) };
             let sd = lane_sum(dxr, |d| d);
             let sdx = lane_sum2(dxr, xr, |d, x| d * ((x - mu) * rs));
-            pwg[j] = sdx;
-            pbg[j] = sd;
+            pwg[j].write(sdx);
+            pbg[j].write(sd);
             sum_g += wv.to_f64() * sd;
             sum_gx += wv.to_f64() * sdx;
         }
