@@ -4,7 +4,7 @@ use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
 use super::driver::{gemm, Problem};
-use super::kernel::{by_rows, edge_via_tile, ALayout, Blocking, MicroKernel};
+use super::kernel::{by_rows, edge_via_tile, ALayout, Blocking, MicroKernel, A_COLS, A_ROWS};
 
 /// f32 register tile (rows, columns): 6 rows × 2 ymm, the classic Haswell shape (BLIS's
 /// haswell 6×16 sgemm kernel). 12 accumulators + 2 B vectors + 1 broadcast = 15 of the 16 ymm
@@ -158,7 +158,7 @@ pub(crate) fn dgemm(p: &Problem<'_, f64>, c: &mut [MaybeUninit<f64>], parallel: 
 }
 
 /// Generates an R-row × NV-vector kernel body for one element type, A packed with stride
-/// AS ≥ R or read in place (`DIRECT`, row stride `a_rs`); see avx512.rs.
+/// AS ≥ R or read in place (`MODE`, stride `a_rs`); see avx512.rs.
 macro_rules! tile_kernel {
     ($name:ident, $t:ty, $lanes:expr, $zero:ident, $load:ident, $set1:ident, $fma:ident, $add:ident, $store:ident) => {
         /// # Safety
@@ -169,7 +169,7 @@ macro_rules! tile_kernel {
             const NV: usize,
             const BV: usize,
             const AS: usize,
-            const DIRECT: bool,
+            const MODE: u8,
         >(
             a_rs: usize,
             k: usize,
@@ -181,8 +181,12 @@ macro_rules! tile_kernel {
         ) {
             let mut acc = [[$zero(); NV]; R];
             let (mut a, mut b) = (a, b);
-            // Packed: A(i, p) = a[p*AS + i]; direct: A(i, p) = a[i*a_rs + p].
-            let (row_step, k_step) = if DIRECT { (a_rs, 1) } else { (1, AS) };
+            // Packed: A(i, p) = a[p*AS + i]; rows: a[i*a_rs + p]; columns: a[p*a_rs + i].
+            let (row_step, k_step) = match MODE {
+                A_ROWS => (a_rs, 1),
+                A_COLS => (1, a_rs),
+                _ => (1, AS),
+            };
             for _ in 0..k {
                 let mut bv = [$zero(); NV];
                 for (v, x) in bv.iter_mut().enumerate() {

@@ -4,7 +4,7 @@ use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
 use super::driver::{gemm, Problem};
-use super::kernel::{by_rows, ALayout, Blocking, MicroKernel};
+use super::kernel::{by_rows, ALayout, Blocking, MicroKernel, A_COLS, A_PACKED, A_ROWS};
 
 /// f32 register tile (rows, columns): 6 rows × 4 zmm. 24 accumulators + 4 B vectors + 1
 /// broadcast = 29 of the 32 zmm registers. Per k step, 4 vector loads and 6 broadcasts feed 24
@@ -164,23 +164,24 @@ pub(crate) fn dgemm(p: &Problem<'_, f64>, c: &mut [MaybeUninit<f64>], parallel: 
 macro_rules! by_cols {
     ($nv:expr, $al:expr, $f:ident, $bv:expr, $mr:expr, ($($arg:expr),*)) => {
         match $al {
-            ALayout::Packed => by_cols!(@nv $nv, $f, $bv, $mr, false, (1, $($arg),*)),
-            ALayout::Rows(rs) => by_cols!(@nv $nv, $f, $bv, $mr, true, (rs, $($arg),*)),
+            ALayout::Packed => by_cols!(@nv $nv, $f, $bv, $mr, A_PACKED, (1, $($arg),*)),
+            ALayout::Rows(rs) => by_cols!(@nv $nv, $f, $bv, $mr, A_ROWS, (rs, $($arg),*)),
+            ALayout::Cols(cs) => by_cols!(@nv $nv, $f, $bv, $mr, A_COLS, (cs, $($arg),*)),
         }
     };
-    (@nv $nv:expr, $f:ident, $bv:expr, $mr:expr, $direct:literal, $args:tt) => {
+    (@nv $nv:expr, $f:ident, $bv:expr, $mr:expr, $mode:expr, $args:tt) => {
         match $nv {
-            1 => $f::<$mr, 1, $bv, $mr, $direct> $args,
-            2 => $f::<$mr, 2, $bv, $mr, $direct> $args,
-            _ => $f::<$mr, 3, $bv, $mr, $direct> $args,
+            1 => $f::<$mr, 1, $bv, $mr, $mode> $args,
+            2 => $f::<$mr, 2, $bv, $mr, $mode> $args,
+            _ => $f::<$mr, 3, $bv, $mr, $mode> $args,
         }
     };
 }
 use by_cols;
 
 /// Generates the kernel body for one element type: `R` rows by `NV` vectors of a B panel `BV`
-/// vectors wide, A read as packed panels of stride `AS` ≥ R (`DIRECT` false) or in place with
-/// row stride `a_rs` (`DIRECT`). The accumulator arrays have constant bounds, so LLVM unrolls
+/// vectors wide, A read as packed panels of stride `AS` ≥ R (`MODE` A_PACKED) or in place
+/// with row stride `a_rs` (A_ROWS) or column stride `a_rs` (A_COLS). The accumulator arrays have constant bounds, so LLVM unrolls
 /// every loop and keeps them in registers. `cols` < NV·lanes masks the C loads and stores.
 macro_rules! tile_kernel {
     ($name:ident, $t:ty, $lanes:expr, $mask:ty, $zero:ident, $load:ident, $set1:ident, $fma:ident,
@@ -194,7 +195,7 @@ macro_rules! tile_kernel {
             const NV: usize,
             const BV: usize,
             const AS: usize,
-            const DIRECT: bool,
+            const MODE: u8,
         >(
             a_rs: usize,
             k: usize,
@@ -207,8 +208,12 @@ macro_rules! tile_kernel {
         ) {
             let mut acc = [[$zero(); NV]; R];
             let (mut a, mut b) = (a, b);
-            // Packed: A(i, p) = a[p*AS + i]; direct: A(i, p) = a[i*a_rs + p].
-            let (row_step, k_step) = if DIRECT { (a_rs, 1) } else { (1, AS) };
+            // Packed: A(i, p) = a[p*AS + i]; rows: a[i*a_rs + p]; columns: a[p*a_rs + i].
+            let (row_step, k_step) = match MODE {
+                A_ROWS => (a_rs, 1),
+                A_COLS => (1, a_rs),
+                _ => (1, AS),
+            };
             for _ in 0..k {
                 let mut bv = [$zero(); NV];
                 for (v, x) in bv.iter_mut().enumerate() {

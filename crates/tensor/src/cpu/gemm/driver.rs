@@ -168,11 +168,19 @@ pub(crate) fn gemm<T: Element, const MR: usize, const NR: usize, K: MicroKernel<
 /// only pays off when a micro-panel is reused across many B panels, which then amortise the
 /// copy. Measured on Zen 4, reading a row-major A in place was as fast or faster for every
 /// benchmark shape (square 512-2048, conv, attention), and much faster when N is small
-/// (attention's P·V, 1024×64×1024: +15%), so it is used whenever A is row-major. The choice
-/// depends on strides only, and both paths do the same arithmetic.
+/// (attention's P·V, 1024×64×1024: +15%), so it is used whenever A is row-major. A
+/// column-major A (a transposed view: a weight gradient's dY^T, attention's P^T) gives each
+/// k a run of MR contiguous elements, the packed layout with the column stride for MR: read
+/// in place where that stride is at most `A_COLS_BYTES` (with A transposed: 256×64×4096
+/// +28%, 512³ +18%, attention's 64×16×64 +28%; at 1024³, a 4 KiB stride, each k touches
+/// another page, and packing was 18% faster). The choice depends on strides only, and every
+/// path does the same arithmetic.
 fn direct_a<T>(p: &Problem<'_, T>) -> bool {
-    p.a.cs == 1
+    p.a.cs == 1 || (p.a.rs == 1 && p.a.cs > 0 && p.a.cs * std::mem::size_of::<T>() <= A_COLS_BYTES)
 }
+
+/// Largest column stride (bytes) at which a column-major A is read in place.
+const A_COLS_BYTES: usize = 2048;
 
 /// Packs rows `i3..i3 + mb` of A, all of K, as K block after K block, each a sequence of
 /// MR × kc micro-panels (block `b` starts at element m_panels·MR·p0).
@@ -287,8 +295,13 @@ fn run_task<T: Element, const MR: usize, const NR: usize, K: MicroKernel<T, MR, 
             let (a, al) = match a_block {
                 Some(a_block) => (a_block[ip * MR * kcb..].as_ptr(), ALayout::Packed),
                 None if rows == MR => {
-                    let start = row0 * p.a.rs + p0;
-                    (p.a.data[start..].as_ptr(), ALayout::Rows(p.a.rs))
+                    let start = row0 * p.a.rs + p0 * p.a.cs;
+                    let al = if p.a.cs == 1 {
+                        ALayout::Rows(p.a.rs)
+                    } else {
+                        ALayout::Cols(p.a.cs)
+                    };
+                    (p.a.data[start..].as_ptr(), al)
                 }
                 None => {
                     let panel = edge_buf.slice(MR * kcb);

@@ -39,6 +39,7 @@ impl<T: Element, const MR: usize, const NR: usize> MicroKernel<T, MR, NR> for Po
         let (row_step, k_step) = match al {
             ALayout::Packed => (1, MR),
             ALayout::Rows(rs) => (rs, 1),
+            ALayout::Cols(cs) => (1, cs),
         };
         // SAFETY: the caller guarantees k·NR readable elements at `b`.
         let b = unsafe { std::slice::from_raw_parts(b, k * NR) };

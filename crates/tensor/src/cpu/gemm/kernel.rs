@@ -23,7 +23,15 @@ pub(crate) enum ALayout {
     Packed,
     /// The caller's row-major A, read in place: `a[i*rs + p]` (see `driver::direct_a`).
     Rows(usize),
+    /// The caller's column-major A (a transposed view), read in place: `a[p*cs + i]`,
+    /// the packed layout with the caller's column stride in place of MR.
+    Cols(usize),
 }
+
+/// How a tile kernel's `MODE` reads A (the monomorphised form of [`ALayout`]).
+pub(crate) const A_PACKED: u8 = 0;
+pub(crate) const A_ROWS: u8 = 1;
+pub(crate) const A_COLS: u8 = 2;
 
 /// Largest register tile any kernel uses (elements): the size of the stack tile for edges.
 pub(crate) const MAX_TILE: usize = 16 * 64;
@@ -63,7 +71,8 @@ pub(crate) trait MicroKernel<T: Element, const MR: usize, const NR: usize> {
     ///
     /// # Safety
     /// As for `run`, except that only the `rows`×`cols` part of the tile at `c` must be valid;
-    /// with `ALayout::Rows`, rows must be MR (the driver packs partial row-panels).
+    /// with `ALayout::Rows` or `ALayout::Cols`, rows must be MR (the driver packs partial
+    /// row-panels).
     #[allow(clippy::too_many_arguments)]
     unsafe fn run_edge(
         k: usize,
@@ -128,14 +137,15 @@ pub(crate) unsafe fn edge_via_tile<T: Element, const MR: usize, const NR: usize,
 macro_rules! by_rows {
     ($rows:expr, $al:expr, $f:ident, $nv:expr, $mr:expr, ($($arg:expr),*), [$($r:literal),*]) => {
         match $al {
-            $crate::cpu::gemm::kernel::ALayout::Packed => by_rows!(@rows $rows, $f, $nv, $mr, false, (1, $($arg),*), [$($r),*]),
-            $crate::cpu::gemm::kernel::ALayout::Rows(rs) => by_rows!(@rows $rows, $f, $nv, $mr, true, (rs, $($arg),*), [$($r),*]),
+            $crate::cpu::gemm::kernel::ALayout::Packed => by_rows!(@rows $rows, $f, $nv, $mr, { $crate::cpu::gemm::kernel::A_PACKED }, (1, $($arg),*), [$($r),*]),
+            $crate::cpu::gemm::kernel::ALayout::Rows(rs) => by_rows!(@rows $rows, $f, $nv, $mr, { $crate::cpu::gemm::kernel::A_ROWS }, (rs, $($arg),*), [$($r),*]),
+            $crate::cpu::gemm::kernel::ALayout::Cols(cs) => by_rows!(@rows $rows, $f, $nv, $mr, { $crate::cpu::gemm::kernel::A_COLS }, (cs, $($arg),*), [$($r),*]),
         }
     };
-    (@rows $rows:expr, $f:ident, $nv:expr, $mr:expr, $direct:literal, $args:tt, [$($r:literal),*]) => {
+    (@rows $rows:expr, $f:ident, $nv:expr, $mr:expr, $mode:expr, $args:tt, [$($r:literal),*]) => {
         match $rows {
-            $($r => $f::<$r, $nv, $nv, $mr, $direct> $args,)*
-            _ => $f::<$mr, $nv, $nv, $mr, $direct> $args,
+            $($r => $f::<$r, $nv, $nv, $mr, $mode> $args,)*
+            _ => $f::<$mr, $nv, $nv, $mr, $mode> $args,
         }
     };
 }

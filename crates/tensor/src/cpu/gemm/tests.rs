@@ -287,6 +287,29 @@ fn k_zero_clears_or_keeps_c() {
     assert!(d.iter().all(|&x| x == 5.0));
 }
 
+/// A read in place as rows, in place as columns (a transposed view) or packed (a column
+/// stride past `A_COLS_BYTES`) gives the same bits: one multiply-add chain per element.
+#[test]
+fn a_rows_columns_and_packed_agree_bitwise() {
+    for (m, n, k) in [(37, 131, 53), (6, 64, 300), (13, 70, 5), (600, 9, 17)] {
+        let a: Vec<f32> = random(m * k, 3).iter().map(|&x| x as f32).collect();
+        let b: Vec<f32> = random(k * n, 4).iter().map(|&x| x as f32).collect();
+        // The same A column-major, and column-major with a long column stride.
+        let at: Vec<f32> = (0..k * m).map(|q| a[(q % m) * k + q / m]).collect();
+        let wide = 1024;
+        let mut aw = vec![0f32; k * wide];
+        (0..k).for_each(|p| (0..m).for_each(|i| aw[p * wide + i] = a[i * k + p]));
+        let run = |a: &[f32], rs: usize, cs: usize| {
+            let mut c = vec![0f32; m * n];
+            sgemm(m, n, k, a, rs, cs, &b, n, 1, &mut c, n, false, true);
+            c.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        };
+        let rows = run(&a, k, 1);
+        assert_eq!(run(&at, 1, m), rows, "{m}x{n}x{k} columns");
+        assert_eq!(run(&aw, 1, wide), rows, "{m}x{n}x{k} packed");
+    }
+}
+
 /// The write-only entry point never reads C (it starts as NaN here, which any read would
 /// carry into the result) and gives the bits of the ordinary call, k == 0 included.
 #[test]
