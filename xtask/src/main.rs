@@ -191,7 +191,7 @@ fn main() -> ExitCode {
         Err(e) => Err(format!("cannot start the thread pool: {e}")),
     };
     if kuosan_tensor::profile::enabled() {
-        eprint!("{}", kuosan_tensor::profile::report(120));
+        eprint!("{}", kuosan_tensor::profile::report(40));
     }
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -60,21 +60,27 @@ impl<const N: usize> Plan<N> {
         off
     }
 
-    /// The rows from `first` on, in order, each as its operands' offsets: the offsets of
-    /// `first` come from [`row_offsets`](Self::row_offsets), the rest by stepping an
-    /// index (an add per row, where `row_offsets` divides once per outer axis: for rows
-    /// of a few elements, as a head permute's 16, that division cost more than the copy).
+    /// The rows from `first` on, in order, each as its operands' offsets: `first` is
+    /// located by division as in [`row_offsets`](Self::row_offsets), the rest by stepping
+    /// an index (an add per row instead of a division per outer axis per row).
     pub fn rows_from(&self, first: usize) -> RowWalk<'_, N> {
         let mut idx = vec![0; self.outer.len()];
+        let mut off = self.base;
         let mut r = first;
-        for (i, d) in idx.iter_mut().zip(&self.outer).rev() {
+        for ((i, d), st) in idx
+            .iter_mut()
+            .zip(&self.outer)
+            .zip(&self.outer_strides)
+            .rev()
+        {
             *i = r % d;
             r /= d;
+            (0..N).for_each(|k| off[k] += *i * st[k]);
         }
         RowWalk {
             plan: self,
             idx,
-            off: self.row_offsets(first),
+            off,
         }
     }
 
