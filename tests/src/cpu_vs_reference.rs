@@ -321,6 +321,15 @@ proptest! {
         let (want, shape) = r::cat(&refs, 1);
         prop_assert_eq!(got.dims(), &shape[..]);
         assert_close("cat", &values(&got), &want, 0.0, 0.0);
+        // The same parts as windows of taller tensors whose first block is NaN: contiguous
+        // views at an offset, which the one-pass CPU path must read from that offset.
+        let windows: Vec<Tensor> = vals.iter().zip(&parts).map(|(v, &len)| {
+            let tall: Vec<f64> = vec![f64::NAN; len * 3].into_iter().chain(v.iter().copied()).collect();
+            t32(&tall, &[3, len, 3], Arrange::Contiguous).narrow(0, 1, 2).unwrap()
+        }).collect();
+        prop_assert!(windows.iter().all(|t| t.is_contiguous()));
+        let got = Tensor::cat(&windows.iter().collect::<Vec<_>>(), 1).unwrap();
+        assert_close("cat of offset windows", &values(&got), &want, 0.0, 0.0);
 
         // Upsample.
         let (n, c, h, w) = img;

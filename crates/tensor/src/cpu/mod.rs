@@ -86,6 +86,17 @@ impl CpuStorage {
         with_any!(dtype, T => T::to_cpu_storage(vec![T::from_f64(value); n]))
     }
 
+    /// The concatenation of contiguous parts of one dtype (storage, offset, slab): for
+    /// each of `outer` blocks, each part's next `slab` elements from its offset
+    /// (`Tensor::cat` of contiguous CPU tensors).
+    pub fn cat(parts: &[(&CpuStorage, usize, usize)], outer: usize, dtype: DType) -> Self {
+        with_any!(dtype, T => {
+            let parts: Vec<(&[T], usize)> =
+                parts.iter().map(|&(s, off, slab)| (&s.slice::<T>()[off..], slab)).collect();
+            T::to_cpu_storage(index::cat(&parts, outer))
+        })
+    }
+
     /// Values converted to `dtype`.
     pub fn from_f64(values: &[f64], dtype: DType) -> Self {
         with_any!(dtype, T => T::to_cpu_storage(values.iter().map(|&v| T::from_f64(v)).collect()))

@@ -3,10 +3,31 @@
 
 use crate::autograd::record;
 use crate::backend::BackendStorage;
+use crate::cpu::CpuStorage;
 use crate::op::Op;
 use crate::ops::binary::same_dtype_device;
 use crate::shape::Dim;
-use crate::{DType, Error, Result, Tensor};
+use crate::storage::Storage;
+use crate::{DType, Device, Error, Result, Tensor};
+
+/// `cat` of contiguous CPU tensors (checked to agree but on axis d) in one pass, or None
+/// where one is strided or on a GPU.
+fn cat_contiguous_cpu(ts: &[&Tensor], d: usize) -> Option<Storage> {
+    if !ts
+        .iter()
+        .all(|t| t.is_contiguous() && matches!(t.device(), Device::Cpu))
+    {
+        return None;
+    }
+    let outer: usize = ts[0].dims()[..d].iter().product();
+    let guards: Vec<_> = ts.iter().map(|t| t.storage()).collect();
+    let mut parts = Vec::with_capacity(ts.len());
+    for (t, g) in ts.iter().zip(&guards) {
+        let Storage::Cpu(c) = &**g else { return None };
+        parts.push((c, t.layout().offset(), t.dims()[d..].iter().product()));
+    }
+    Some(Storage::Cpu(CpuStorage::cat(&parts, outer, ts[0].dtype())))
+}
 
 impl Tensor {
     /// Rows of the table `self` [V, D] at u32 `ids` of any shape -> [.., D]. An id >= V
@@ -72,16 +93,26 @@ impl Tensor {
         }
         let mut dims = first.dims().to_vec();
         dims[d] = ts.iter().map(|t| t.dims()[d]).sum();
-        let mut out =
-            Tensor::full_storage(0.0, dims.iter().product(), first.dtype(), first.device())?;
-        let full = crate::Layout::contiguous(dims.clone());
-        let mut start = 0;
-        for t in ts {
-            let len = t.dims()[d];
-            let dst = full.narrow(d, start, len)?;
-            out.copy_into(&dst, (&t.storage(), t.layout()))?;
-            start += len;
-        }
+        let out = match cat_contiguous_cpu(ts, d) {
+            Some(out) => out,
+            None => {
+                let mut out = Tensor::full_storage(
+                    0.0,
+                    dims.iter().product(),
+                    first.dtype(),
+                    first.device(),
+                )?;
+                let full = crate::Layout::contiguous(dims.clone());
+                let mut start = 0;
+                for t in ts {
+                    let len = t.dims()[d];
+                    let dst = full.narrow(d, start, len)?;
+                    out.copy_into(&dst, (&t.storage(), t.layout()))?;
+                    start += len;
+                }
+                out
+            }
+        };
         let rec = record(ts, || Op::Cat(ts.iter().map(|&t| t.clone()).collect(), d));
         Ok(Tensor::from_storage(out, dims, rec))
     }
