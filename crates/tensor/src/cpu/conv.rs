@@ -12,6 +12,7 @@ use super::winograd;
 use crate::ops::ConvShape;
 use crate::Float;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Patch rows (Cin*KH*KW) and patch columns (HO*WO) of the im2col matrix.
 fn col_dims(s: &ConvShape) -> (usize, usize) {
@@ -140,22 +141,34 @@ fn new_per_image<T: Float>(
     scratch: usize,
     f: impl Fn(usize, &mut [T], &mut [T], bool) + Sync,
 ) -> Vec<T> {
+    // SAFETY: the closure initializes its whole chunk before anything else.
+    unsafe {
+        new_per_image_uninit(images, per, scratch, |n, chunk, buf, parallel| {
+            chunk.fill(MaybeUninit::new(T::ZERO));
+            // SAFETY: every element of the chunk was just written; MaybeUninit<T> has
+            // T's layout.
+            let chunk = &mut *(chunk as *mut [MaybeUninit<T>] as *mut [T]);
+            f(n, chunk, buf, parallel)
+        })
+    }
+}
+
+/// [`new_per_image`] for a kernel that writes every element of its chunk: the chunks
+/// start uninitialised and are never zeroed.
+///
+/// # Safety
+/// `f` must write every element of each chunk it is handed.
+unsafe fn new_per_image_uninit<T: Float>(
+    images: usize,
+    per: usize,
+    scratch: usize,
+    f: impl Fn(usize, &mut [MaybeUninit<T>], &mut [T], bool) + Sync,
+) -> Vec<T> {
     let len = images * per;
     let mut out = Vec::with_capacity(len);
-    per_image(
-        &mut out.spare_capacity_mut()[..len],
-        per,
-        scratch,
-        |n, chunk, buf, parallel| {
-            chunk.fill(std::mem::MaybeUninit::new(T::ZERO));
-            // SAFETY: every element of the chunk was just written; MaybeUninit<T> has T's
-            // layout.
-            let chunk = unsafe { &mut *(chunk as *mut [std::mem::MaybeUninit<T>] as *mut [T]) };
-            f(n, chunk, buf, parallel)
-        },
-    );
-    // SAFETY: per_image hands every one of the `images` chunks of `per` elements to the
-    // closure above, which initializes it (a panic there unwinds past this line).
+    per_image(&mut out.spare_capacity_mut()[..len], per, scratch, f);
+    // SAFETY: per_image hands every one of the `images` chunks of `per` elements to `f`,
+    // which the caller promises writes all of it (a panic there unwinds past this line).
     unsafe { out.set_len(len) };
     out
 }
@@ -270,13 +283,19 @@ fn direct_conv(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec
     })
 }
 
-/// conv2d by Winograd F(4x4, 3x3) or F(2x2, 3x3) (see `winograd`).
+/// conv2d by Winograd F(4x4, 3x3) or F(2x2, 3x3) (see `winograd`), into an output that
+/// is never zeroed: its tiles store every pixel.
 #[cfg(target_arch = "x86_64")]
 fn winograd_conv(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec<f32> {
     let p = winograd::Prepared::new(w, s);
-    by_image(x, s, p.scratch(s), |xn, yn, buf| {
-        winograd::conv_image(&p, xn, bias, s, yn, buf)
-    })
+    let in_len = s.c_in * s.h * s.w;
+    let per = s.c_out * s.h_out() * s.w_out();
+    // SAFETY: `conv_image` writes all of yn (its output tiles cover [Cout, HO, WO]).
+    unsafe {
+        new_per_image_uninit(s.n, per, p.scratch(s), |n, yn, buf, _| {
+            winograd::conv_image(&p, &x[n * in_len..(n + 1) * in_len], bias, s, yn, buf)
+        })
+    }
 }
 
 /// y [N, Cout, HO, WO] = conv(x [N, Cin, H, W], w [Cout, Cin, KH, KW]) + bias: Winograd or

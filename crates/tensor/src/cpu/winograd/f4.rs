@@ -12,6 +12,7 @@
 //! 8, or 4 rows of 4.
 
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
 use super::{lane_mask, Tiling, LANES};
 
@@ -167,7 +168,7 @@ pub(super) unsafe fn output_tiles(
     ty: usize,
     bias: f32,
     (ho, wo): (usize, usize),
-    yc: &mut [f32],
+    yc: &mut [MaybeUninit<f32>],
 ) {
     // Pairs of floats (lanes k of y_b, y_b+1), then pairs of pairs, as doubles.
     let pair_lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
@@ -176,7 +177,7 @@ pub(super) unsafe fn output_tiles(
     let quad_hi = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
     let b = _mm512_set1_ps(bias);
     debug_assert!(yc.len() == ho * wo);
-    let out = yc.as_mut_ptr();
+    let out = yc.as_mut_ptr() as *mut f32;
     let per_row = per_row(p);
     for tx0 in (0..p.tw).step_by(per_row) {
         let t: [__m512; E4] = std::array::from_fn(|e| _mm512_loadu_ps(m.add(e * estride + tx0)));

@@ -7,6 +7,7 @@
 use super::{f4, lane_mask, Tiling, E, LANES};
 use crate::ops::ConvShape;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Output channels per micro-tile (one broadcast each).
 const MB: usize = 8;
@@ -74,7 +75,8 @@ pub(super) fn transform_weight(g: &[f32]) -> [f32; E] {
     out
 }
 
-/// yn [Cout, HO, WO] = conv(xn [Cin, H, W]) + bias for one image; `scratch` holds
+/// yn [Cout, HO, WO] = conv(xn [Cin, H, W]) + bias for one image, every element of yn
+/// written (so it may start uninitialised); `scratch` holds
 /// `Prepared::scratch` elements and is zero outside the padded image's interior (as
 /// `per_image` hands it out and this function leaves it).
 pub(crate) fn conv_image(
@@ -82,7 +84,7 @@ pub(crate) fn conv_image(
     xn: &[f32],
     bias: Option<&[f32]>,
     s: &ConvShape,
-    yn: &mut [f32],
+    yn: &mut [MaybeUninit<f32>],
     scratch: &mut [f32],
 ) {
     let t = &p.t;
@@ -153,14 +155,14 @@ unsafe fn output_tiles(
     ty: usize,
     bias: f32,
     (ho, wo): (usize, usize),
-    yc: &mut [f32],
+    yc: &mut [MaybeUninit<f32>],
 ) {
     use std::arch::x86_64::*;
     let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     let b = _mm512_set1_ps(bias);
     debug_assert!(yc.len() == ho * wo);
-    let out = yc.as_mut_ptr();
+    let out = yc.as_mut_ptr() as *mut f32;
     let step = if p.group == 1 { LANES } else { p.tw };
     for tx0 in (0..p.tw).step_by(step) {
         let t: [__m512; E] = std::array::from_fn(|e| _mm512_loadu_ps(m.add(e * estride + tx0)));
