@@ -330,6 +330,10 @@ proptest! {
         prop_assert!(windows.iter().all(|t| t.is_contiguous()));
         let got = Tensor::cat(&windows.iter().collect::<Vec<_>>(), 1).unwrap();
         assert_close("cat of offset windows", &values(&got), &want, 0.0, 0.0);
+        // One tensor twice (guidance doubles a batch so): one storage, read once.
+        let twice = Tensor::cat(&[&windows[0], &windows[0]], 1).unwrap();
+        let (want_twice, _) = r::cat(&[refs[0], refs[0]], 1);
+        assert_close("cat of a tensor with itself", &values(&twice), &want_twice, 0.0, 0.0);
 
         // Upsample.
         let (n, c, h, w) = img;

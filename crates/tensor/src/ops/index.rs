@@ -8,6 +8,7 @@ use crate::op::Op;
 use crate::ops::binary::same_dtype_device;
 use crate::shape::Dim;
 use crate::storage::Storage;
+use crate::tensor::read_storages;
 use crate::{DType, Device, Error, Result, Tensor};
 
 /// `cat` of contiguous CPU tensors (checked to agree but on axis d) in one pass, or None
@@ -20,10 +21,14 @@ fn cat_contiguous_cpu(ts: &[&Tensor], d: usize) -> Option<Storage> {
         return None;
     }
     let outer: usize = ts[0].dims()[..d].iter().product();
-    let guards: Vec<_> = ts.iter().map(|t| t.storage()).collect();
+    // One read lock per distinct storage: `cat(&[x, x])` (guidance doubling a batch)
+    // names one storage twice.
+    let guards = read_storages(ts);
     let mut parts = Vec::with_capacity(ts.len());
-    for (t, g) in ts.iter().zip(&guards) {
-        let Storage::Cpu(c) = &**g else { return None };
+    for (i, t) in ts.iter().enumerate() {
+        let Storage::Cpu(c) = guards.get(i) else {
+            return None;
+        };
         parts.push((c, t.layout().offset(), t.dims()[d..].iter().product()));
     }
     Some(Storage::Cpu(CpuStorage::cat(&parts, outer, ts[0].dtype())))
