@@ -33,29 +33,46 @@ pub(crate) fn weight_grad_group(
     // One image's dy, transposed and zero-padded to whole tiles and groups: [hy][wy][cop].
     let (hy, wy) = (m * t.th.next_multiple_of(t.group), m * t.tw);
     let in_len = s.c_in * s.h * s.w;
-    let mut pad = vec![0f32; s.c_in * t.plane() + f4::READ_PAST];
-    // V rows past Cin stay zero: the micro-tile runs over whole blocks of CB channels.
     let (vs, ds) = (t.estride(cinp), t.lanes * cop + SKEW);
-    let mut v = vec![0f32; e_len * vs];
-    let mut dyt = vec![0f32; hy * wy * cop];
-    let mut dm = vec![0f32; e_len * ds];
-    let mut du = vec![0f32; e_len * cinp * cop];
+    let key = ConvShape { n: 0, ..*s };
+    let mut scratch = SCRATCH
+        .take()
+        .filter(|sc| sc.key == key)
+        .unwrap_or_else(|| Scratch {
+            key,
+            pad: vec![0f32; s.c_in * t.plane() + f4::READ_PAST],
+            v: vec![0f32; e_len * vs],
+            dyt: vec![0f32; hy * wy * cop],
+            dm: vec![0f32; e_len * ds],
+            du: vec![0f32; e_len * cinp * cop],
+        });
+    let Scratch {
+        pad,
+        v,
+        dyt,
+        dm,
+        du,
+        ..
+    } = &mut scratch;
+    // dU is the group's sum: it starts from zero. The other buffers are written in the
+    // same places by every image of this shape, and their zeros stay zero.
+    du.fill(0.0);
     for n in images {
-        t.pad_image(&x[n * in_len..][..in_len], s, &mut pad);
+        t.pad_image(&x[n * in_len..][..in_len], s, pad);
         let dyn_ = &dy[n * s.c_out * ho * wo..][..s.c_out * ho * wo];
         // SAFETY: `applies` checked AVX-512F; see `transpose_dy` for the bounds.
-        unsafe { transpose_dy(dyn_, s.c_out, (ho, wo), (wy, cop), &mut dyt) };
+        unsafe { transpose_dy(dyn_, s.c_out, (ho, wo), (wy, cop), dyt) };
         for (ty0, groups) in t.chunks() {
             // The chunk's tiles, whole groups: those past HO have V = 0 and dM = 0.
             let tiles = groups.len() * t.group * t.tw;
-            t.transform_inputs(&pad, s, (ty0, &groups), &mut v, cinp);
+            t.transform_inputs(pad, s, (ty0, &groups), v, cinp);
             // SAFETY: `applies` checked AVX-512F (`Kernel::selected`); the tiles' m x m
             // blocks lie inside dyt (hy, wy) and their dM rows inside dm (tiles <= lanes).
             unsafe {
                 if m == 4 {
-                    f4::grad_tiles(&dyt, &t, ty0, tiles, (wy, cop, ds), &mut dm)
+                    f4::grad_tiles(dyt, &t, ty0, tiles, (wy, cop, ds), dm)
                 } else {
-                    grad_tiles(&dyt, &t, ty0, tiles, (wy, cop, ds), &mut dm)
+                    grad_tiles(dyt, &t, ty0, tiles, (wy, cop, ds), dm)
                 }
             }
             for e in 0..e_len {
@@ -83,7 +100,31 @@ pub(crate) fn weight_grad_group(
         }
     }
     let gt: &[[f64; 6]; 3] = if m == 4 { &f4::GT } else { &GT };
-    untransform_planes(&du, gt, m + 2, (s.c_in, cinp, s.c_out, cop), dw);
+    untransform_planes(du, gt, m + 2, (s.c_in, cinp, s.c_out, cop), dw);
+    SCRATCH.set(Some(scratch));
+}
+
+/// One thread's working memory for `weight_grad_group`, kept for the next group of the
+/// same shape (a call's groups share it: allocating and zeroing ~1 MB per group of four
+/// images was a few percent of a training step).
+struct Scratch {
+    /// The shape it was made for (batch size 0: any batch).
+    key: ConvShape,
+    /// The image, zero-padded: [Cin][hp][wp] (only the interior is ever written).
+    pad: Vec<f32>,
+    /// V of a chunk's tiles (rows past Cin stay zero).
+    v: Vec<f32>,
+    /// dy transposed to [hy][wy][cop] (the padding stays zero).
+    dyt: Vec<f32>,
+    /// dM of a chunk's tiles.
+    dm: Vec<f32>,
+    /// dU summed over the group: [E][cinp][cop].
+    du: Vec<f32>,
+}
+
+thread_local! {
+    /// Taken while a group runs, so a nested call (none today) would make its own.
+    static SCRATCH: std::cell::Cell<Option<Scratch>> = const { std::cell::Cell::new(None) };
 }
 
 /// G^T for F(2x2, 3x3), padded to 6 columns.
@@ -107,10 +148,10 @@ fn untransform_planes(
 ) {
     const BLOCK: usize = 128;
     let plane = cinp * cop;
-    // w1[k][j][q] = sum over i of G^T[k][i] dU[i][j][q]; then out[k][l] = sum over j of
-    // G^T[l][j] w1[k][j].
+    // w1[k][j][q] = sum over i of G^T[k][i] dU[i][j][q]; then out[k * 3 + l][q] = sum over
+    // j of G^T[l][j] w1[k][j].
     let mut w1 = vec![0f64; 3 * n * BLOCK];
-    let mut out = [0f64; BLOCK];
+    let mut out = vec![0f64; 9 * BLOCK];
     for q0 in (0..plane).step_by(BLOCK) {
         let len = BLOCK.min(plane - q0);
         for k in 0..3 {
@@ -125,18 +166,28 @@ fn untransform_planes(
         }
         for k in 0..3 {
             for l in 0..3 {
-                let o = &mut out[..len];
+                let o = &mut out[(k * 3 + l) * BLOCK..][..len];
                 o.fill(0.0);
                 for (j, &g) in gt[l][..n].iter().enumerate().filter(|(_, g)| **g != 0.0) {
                     let w = &w1[(k * n + j) * BLOCK..][..len];
                     o.iter_mut().zip(w).for_each(|(o, &w)| *o += g * w);
                 }
-                for (dq, &v) in o.iter().enumerate() {
-                    let (c, co) = ((q0 + dq) / cop, (q0 + dq) % cop);
-                    if c < c_in && co < c_out {
-                        dw[(co * c_in + c) * 9 + k * 3 + l] = v as f32;
-                    }
+            }
+        }
+        // Each pair's 9 taps stored together (they are adjacent in dw), walking (c, co)
+        // along the block without a division per element: a store per tap, each 9 Cin
+        // floats from the last, and a `div` per element cost more than the sums above.
+        let (mut c, mut co) = (q0 / cop, q0 % cop);
+        for dq in 0..len {
+            if c < c_in && co < c_out {
+                let taps = &mut dw[(co * c_in + c) * 9..][..9];
+                for (kl, t) in taps.iter_mut().enumerate() {
+                    *t = out[kl * BLOCK + dq] as f32;
                 }
+            }
+            co += 1;
+            if co == cop {
+                (c, co) = (c + 1, 0);
             }
         }
     }
