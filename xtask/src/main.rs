@@ -191,7 +191,12 @@ fn main() -> ExitCode {
         Err(e) => Err(format!("cannot start the thread pool: {e}")),
     };
     if kuosan_tensor::profile::enabled() {
-        eprint!("{}", kuosan_tensor::profile::report(40));
+        // KUOSAN_PROFILE_TOP=N shows N (op, shape) rows instead of 40.
+        let top = std::env::var("KUOSAN_PROFILE_TOP")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(40);
+        eprint!("{}", kuosan_tensor::profile::report(top));
     }
     match result {
         Ok(()) => ExitCode::SUCCESS,
