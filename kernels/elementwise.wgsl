@@ -1,5 +1,7 @@
 // Elementwise kernels over strided operands: unary maps (and their derivatives), binary
-// ops with broadcasting (stride 0), select (where), and strided copies.
+// ops with broadcasting (stride 0), select (where), and strided copies; and the gated
+// linear unit over dense rows (GLU, GLU_BACKWARD: $EXPR and $DEXPR are the activation
+// and its derivative in x).
 //
 // The host substitutes $X, $Y (element types), $EXPR (the op, in terms of x or a, b and
 // the scalars s0, s1) before compiling, so each op is its own specialised pipeline.
@@ -140,7 +142,47 @@ fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * 256u;
 }
 
-#if BINARY
+#if GLU
+// y[r, j] = x[r, j] * act(x[r, n + j]) for x [rows, 2n]. params p: [rows * n, n]
+fn act(x: f32) -> f32 {
+    return $EXPR;
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p[0]) {
+        return;
+    }
+    let n = p[1];
+    let at = (i / n) * 2u * n + i % n;
+    y[i] = x0[at] * act(x0[at + n]);
+}
+#elif GLU_BACKWARD
+// dx[r, j] = dy[r, j] act(g), dx[r, n + j] = dy[r, j] a act'(g) with a = x[r, j],
+// g = x[r, n + j]; x0 is x [rows, 2n], x1 is dy [rows, n]. params p: [rows * n, n]
+fn act(x: f32) -> f32 {
+    return $EXPR;
+}
+
+fn act_grad(x: f32) -> f32 {
+    return $DEXPR;
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p[0]) {
+        return;
+    }
+    let n = p[1];
+    let at = (i / n) * 2u * n + i % n;
+    let d = x1[i];
+    let g = x0[at + n];
+    y[at] = d * act(g);
+    y[at + n] = d * x0[at] * act_grad(g);
+}
+#elif BINARY
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);

@@ -6,6 +6,7 @@
 //! |---|---|---|---|
 //! | unary | 1e-6 | 1e-5 | one f32 evaluation of a libm function, ~1-2 ulp |
 //! | binary, affine | 1e-7 | 1e-6 | one rounding |
+//! | glu (fwd, bwd) | 2e-6 | 2e-5 | an activation (as unary) times up to two values |
 //! | powf | 1e-6 | 1e-5 | libm powf |
 //! | comparisons, max/min, where, copies, cat, upsample, embedding | 0 | 0 | exact |
 //! | sum/mean | 1e-6 n | 1e-5 | n roundings of a sum of n terms |
@@ -61,6 +62,29 @@ proptest! {
                 let what = format!("{}{} on {shape:?} {how:?}", op.name(), if derivative { "'" } else { "" });
                 assert_close(&what, &got, &r::unary(&x, op, derivative), 1e-6, 1e-5);
             }
+        }
+    }
+
+    #[test]
+    fn glu_forward_and_backward(shape in shape(1..=3, 1500), how in arrange(), seed in any::<u64>()) {
+        // The last axis doubled: a and g halves of any size, 1 and primes included.
+        let mut shape = shape;
+        *shape.last_mut().unwrap() *= 2;
+        let n = shape.last().unwrap() / 2;
+        let x = round32(data(shape.iter().product(), seed, -4.0, 4.0));
+        let dy = round32(data(x.len() / 2, seed ^ 1, -1.0, 1.0));
+        let mut out = shape.clone();
+        *out.last_mut().unwrap() = n;
+        for act in [UnaryOp::GeluErf, UnaryOp::Silu, UnaryOp::Sigmoid] {
+            let t = t32(&x, &shape, how);
+            let y = t.glu(act).unwrap();
+            prop_assert_eq!(y.dims(), &out[..]);
+            let what = format!("glu {} on {shape:?} {how:?}", act.name());
+            // A product of one activation (see unary) and one rounding.
+            assert_close(&what, &values(&y), &r::glu(&x, n, act), 2e-6, 2e-5);
+            let tg = t.with_grad();
+            loss_with_grad(&tg.glu(act).unwrap(), &t32(&dy, &out, Arrange::Contiguous)).backward().unwrap();
+            assert_close(&format!("{what} backward"), &grad(&tg), &r::glu_backward(&x, &dy, n, act), 2e-6, 2e-5);
         }
     }
 

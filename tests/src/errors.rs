@@ -169,6 +169,7 @@ fn embedding_cat_upsample() {
         z(&[2, 3]).upsample_nearest2d(2),
         &["upsample_nearest2d", "[N, C, H, W]"],
     );
+    fails(z(&[2, 3]).geglu(), &["glu", "even", "[2, 3]"]);
 }
 
 #[test]

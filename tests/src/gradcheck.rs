@@ -86,6 +86,18 @@ fn unary_ops() {
 }
 
 #[test]
+fn glu() {
+    // Odd half sizes and a 3-D input: a [2, 3, 3], g [2, 3, 3].
+    for act in [UnaryOp::GeluErf, UnaryOp::Silu, UnaryOp::Sigmoid] {
+        check(
+            &format!("glu {}", act.name()),
+            vec![away_from_zero(&[2, 3, 6], 40)],
+            |t| t[0].glu(act),
+        );
+    }
+}
+
+#[test]
 fn affine_powf() {
     check("affine", vec![input(&[3, 2], 2, -1.0, 1.0)], |t| {
         t[0].affine(-1.5, 0.25)

@@ -11,7 +11,7 @@ pub type Operand<'a, S> = (&'a S, &'a Layout);
 /// The ops a device provides. Every output is a new, contiguous storage.
 ///
 /// Layout contract: elementwise ops, reductions, matmul and copies read any strided
-/// layout; the fused ops (conv, norms, softmax, attention, embedding, upsample) receive
+/// layout; the fused ops (glu, conv, norms, softmax, attention, embedding, upsample) receive
 /// contiguous layouts (the tensor layer makes them so) and may read
 /// `layout.contiguous_range()` directly.
 pub trait BackendStorage: Sized {
@@ -27,6 +27,10 @@ pub trait BackendStorage: Sized {
 
     /// y = f(x), or f'(x) when `derivative` (what the backward rule multiplies by).
     fn unary(&self, l: &Layout, op: UnaryOp, derivative: bool) -> Result<Self>;
+    /// y = a * act(g) for the halves a, g of the contiguous x's last axis [.., 2N] -> [.., N].
+    fn glu(&self, l: &Layout, act: UnaryOp) -> Result<Self>;
+    /// Backward of `glu`: `self` is x [.., 2N], dy [.., N] (contiguous) -> dx [.., 2N].
+    fn glu_backward(&self, l: &Layout, dy: Operand<Self>, act: UnaryOp) -> Result<Self>;
     /// y = x * mul + add.
     fn affine(&self, l: &Layout, mul: f64, add: f64) -> Result<Self>;
     /// y = x ^ e.

@@ -7,6 +7,8 @@ use crate::{Result, Tensor};
 /// How a tracked tensor was made: the op, its inputs, and what its backward needs.
 pub(crate) enum Op {
     Unary(Tensor, UnaryOp),
+    /// a * act(g) over the halves of the (contiguous) input's last axis.
+    Glu(Tensor, UnaryOp),
     /// x * mul + add (the add needs no gradient).
     Affine(Tensor, f64),
     Powf(Tensor, f64),
@@ -65,6 +67,7 @@ impl Op {
         use Op::*;
         match self {
             Unary(x, _)
+            | Glu(x, _)
             | Affine(x, _)
             | Powf(x, _)
             | Reduce(x, _, _)
@@ -107,6 +110,7 @@ impl Op {
         use Op::*;
         match self {
             Unary(x, _)
+            | Glu(x, _)
             | Affine(x, _)
             | Powf(x, _)
             | Reduce(x, _, _)
@@ -149,6 +153,8 @@ impl Op {
         match self {
             // d f(x) = f'(x) dx, with f' declared beside f in ops/unary.rs.
             Unary(x, op) => put(x, g.mul(&x.unary_derivative(*op)?))?,
+            // y = a act(g): da = dy act(g), dg = dy a act'(g), in one fused pass.
+            Glu(x, act) => put(x, crate::ops::glu_backward(x, g, *act))?,
             Affine(x, mul) => put(x, g.affine(*mul, 0.0))?,
             // d x^e = e x^(e-1) dx
             Powf(x, e) => put(x, g.mul(&x.powf(e - 1.0)?.affine(*e, 0.0)?))?,

@@ -151,6 +151,30 @@ impl BackendStorage for Storage {
             Storage::Gpu(s) => s.unary(l, op, derivative).map(Storage::Gpu),
         }
     }
+    fn glu(&self, l: &Layout, act: UnaryOp) -> Result<Self> {
+        let _span = profile::span("glu", || format!("{:?}", (act, l.shape().dims().to_vec())));
+        if let Some(h) = half(self) {
+            let x = Wide::new((self, l))?;
+            return narrow(x.storage().glu(x.layout(), act)?, h);
+        }
+        match self {
+            Storage::Cpu(s) => s.glu(l, act).map(Storage::Cpu),
+            Storage::Gpu(s) => s.glu(l, act).map(Storage::Gpu),
+        }
+    }
+    fn glu_backward(&self, l: &Layout, dy: Operand<Self>, act: UnaryOp) -> Result<Self> {
+        let _span = profile::span("glu_backward", || {
+            format!("{:?}", (act, l.shape().dims().to_vec()))
+        });
+        if let Some(h) = half(self) {
+            let (x, dy) = (Wide::new((self, l))?, Wide::new(dy)?);
+            return narrow(x.storage().glu_backward(x.layout(), dy.op(), act)?, h);
+        }
+        match self {
+            Storage::Cpu(s) => s.glu_backward(l, cpu(dy)?, act).map(Storage::Cpu),
+            Storage::Gpu(s) => s.glu_backward(l, gpu(dy)?, act).map(Storage::Gpu),
+        }
+    }
     fn affine(&self, l: &Layout, mul: f64, add: f64) -> Result<Self> {
         let _span = profile::span("affine", || format!("{:?}", l.shape().dims().to_vec()));
         if let Some(h) = self.cpu_half() {

@@ -1,5 +1,5 @@
-//! GPU elementwise kernels (unary maps and derivatives, binary ops with broadcasting,
-//! affine, powf, where, casts, strided copies and cat) against the CPU.
+//! GPU elementwise kernels (unary maps and derivatives, GLU, binary ops with
+//! broadcasting, affine, powf, where, casts, strided copies and cat) against the CPU.
 
 use super::config;
 use crate::harness::*;
@@ -37,6 +37,32 @@ proptest! {
                 values(&t.grad().unwrap())
             };
             assert_close(&format!("{what} derivative"), &grad_of(&g), &grad_of(&c), 1e-6, 1e-4);
+        }
+    }
+
+    #[test]
+    fn glu_forward_and_backward(shape in shape(1..=3, 400), how in arrange(), seed in any::<u64>()) {
+        let dev = gpu();
+        let mut shape = shape;
+        *shape.last_mut().unwrap() *= 2;
+        let x = data(shape.iter().product(), seed, -4.0, 4.0);
+        let (c, g) = pair(&x, &shape, how, &dev);
+        for act in [UnaryOp::GeluErf, UnaryOp::Silu] {
+            let what = format!("glu {} on {shape:?} {how:?}", act.name());
+            assert_close(&what, &values(&g.glu(act).unwrap()), &values(&c.glu(act).unwrap()), 1e-6, 1e-4);
+            let grad_of = |t: &Tensor| {
+                let t = t.with_grad();
+                let y = t.glu(act).unwrap();
+                let r = Tensor::from_vec(data(y.elem_count(), seed ^ 5, -1.0, 1.0), y.dims(), &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .to_device(t.device())
+                    .unwrap();
+                y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+                values(&t.grad().unwrap())
+            };
+            assert_close(&format!("{what} backward"), &grad_of(&g), &grad_of(&c), 1e-6, 1e-4);
         }
     }
 

@@ -8,7 +8,7 @@
 //! |---|---|---|---|
 //! | copies, casts, cat, where, comparisons, max/min, embedding, upsample | 0 | 0 | exact |
 //! | add, sub, mul, div, affine | 1e-7 | 1e-6 | one rounding each side |
-//! | transcendental unary ops, powf | 1e-6 | 1e-4 | WGSL allows exp/log/pow/tanh a few ulp per unit of |x|, erf is A&S 7.1.26 (1.5e-7) |
+//! | transcendental unary ops, glu (fwd, bwd), powf | 1e-6 | 1e-4 | WGSL allows exp/log/pow/tanh a few ulp per unit of |x|, erf is A&S 7.1.26 (1.5e-7) |
 //! | sum, mean | 1e-6 n | 1e-5 | tree order on the GPU vs lanes on the CPU |
 //! | softmax, norms (fwd, bwd) | 1e-5 | 1e-4 | exp, rsqrt and group sums in another order |
 //! | any op on f16 tensors | 1e-3 | 2e-3 | f32 results as above, each rounded once to f16 |

@@ -74,10 +74,8 @@ impl FeedForward {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let hg = self.proj.forward(x)?;
-        let half = hg.dims()[hg.rank() - 1] / 2;
-        let (h, gate) = (hg.narrow(-1, 0, half)?, hg.narrow(-1, half, half)?);
-        self.out.forward(&h.mul(&gate.gelu()?)?)
+        // [B, L, 2 inner] -> h * gelu(gate) [B, L, inner], one fused op.
+        self.out.forward(&self.proj.forward(x)?.geglu()?)
     }
 }
 

@@ -7,6 +7,7 @@ mod conv;
 mod conv_direct;
 mod elementwise;
 pub mod gemm;
+mod glu;
 mod index;
 mod matmul;
 mod norm;
@@ -177,6 +178,18 @@ impl BackendStorage for CpuStorage {
 
     fn unary(&self, l: &Layout, op: UnaryOp, derivative: bool) -> Result<Self> {
         with_float!(op.name(), self.dtype(), T => Ok(wrap(elementwise::unary(self.slice::<T>(), l, op, derivative))))
+    }
+
+    fn glu(&self, l: &Layout, act: UnaryOp) -> Result<Self> {
+        let n = l.dims().last().copied().unwrap_or(0) / 2;
+        with_float!("glu", self.dtype(), T => Ok(wrap(glu::glu(self.contiguous::<T>(l), n, act))))
+    }
+
+    fn glu_backward(&self, l: &Layout, dy: Operand<Self>, act: UnaryOp) -> Result<Self> {
+        let n = l.dims().last().copied().unwrap_or(0) / 2;
+        with_float!("glu_backward", self.dtype(), T => {
+            Ok(wrap(glu::glu_backward(self.contiguous::<T>(l), dy.0.contiguous::<T>(dy.1), n, act)))
+        })
     }
 
     fn affine(&self, l: &Layout, mul: f64, add: f64) -> Result<Self> {

@@ -47,6 +47,29 @@ pub fn unary(x: &[f64], op: UnaryOp, derivative: bool) -> Vec<f64> {
     x.iter().map(|&v| op.eval(derivative, v)).collect()
 }
 
+/// GLU: each row of x [rows, 2n] split into a, g; y [rows, n] = a * act(g).
+pub fn glu(x: &[f64], n: usize, act: UnaryOp) -> Vec<f64> {
+    x.chunks(2 * n.max(1))
+        .flat_map(|r| (0..n).map(move |j| r[j] * act.eval(false, r[n + j])))
+        .collect()
+}
+
+/// GLU's backward: dx [rows, 2n] = [dy act(g), dy a act'(g)].
+pub fn glu_backward(x: &[f64], dy: &[f64], n: usize, act: UnaryOp) -> Vec<f64> {
+    let mut dx = vec![0.0; x.len()];
+    for ((d, r), dyr) in dx
+        .chunks_mut(2 * n.max(1))
+        .zip(x.chunks(2 * n.max(1)))
+        .zip(dy.chunks(n.max(1)))
+    {
+        for j in 0..n {
+            d[j] = dyr[j] * act.eval(false, r[n + j]);
+            d[n + j] = dyr[j] * r[j] * act.eval(true, r[n + j]);
+        }
+    }
+    dx
+}
+
 /// a op b with broadcasting; returns (values, shape).
 pub fn binary(
     a: &[f64],

@@ -48,6 +48,16 @@ impl BackendStorage for GpuStorage {
         elementwise::compute(self, l, op.wgsl(derivative), &[], op.name())
     }
 
+    fn glu(&self, l: &Layout, act: UnaryOp) -> Result<Self> {
+        f32_only("glu", self)?;
+        elementwise::glu(self, l, act)
+    }
+
+    fn glu_backward(&self, l: &Layout, dy: Operand<Self>, act: UnaryOp) -> Result<Self> {
+        f32_only("glu_backward", self)?;
+        elementwise::glu_backward(self, l, dy, act)
+    }
+
     fn affine(&self, l: &Layout, mul: f64, add: f64) -> Result<Self> {
         elementwise::compute(
             self,

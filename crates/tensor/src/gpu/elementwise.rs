@@ -4,7 +4,9 @@
 use super::runtime::{grid, WG};
 use super::source::{files, specialise};
 use super::storage::{wgsl_type, GpuStorage};
+use crate::backend::Operand;
 use crate::layout::Coalesced;
+use crate::ops::UnaryOp;
 use crate::{DType, Error, Layout, Result};
 
 /// Axes a kernel can walk (after coalescing).
@@ -196,4 +198,74 @@ pub(crate) fn scatter(dst: &GpuStorage, ld: &Layout, src: &GpuStorage, ls: &Layo
             .dispatch(ctx, &k, &[&src.buf, &dst.buf], &p, grid(ctx, n, WG))?;
     }
     Ok(())
+}
+
+/// The GLU kernels (`GLU`, `GLU_BACKWARD` in elementwise.wgsl) for the activation `act`:
+/// its value and derivative are the op's own WGSL expressions.
+fn glu_kernel(
+    x: &GpuStorage,
+    backward: bool,
+    act: UnaryOp,
+) -> Result<std::sync::Arc<super::runtime::Kernel>> {
+    let ctx = &x.device.0;
+    let key = format!("elementwise/glu/{backward}/{}", act.name());
+    ctx.runtime.kernel(ctx, &key, "main", || {
+        // The backward reads two operands: BINARY's bindings (GLU_BACKWARD's main comes
+        // before BINARY's in the file, so it is the one kept).
+        let flags: &[&str] = if backward {
+            &["GLU_BACKWARD", "BINARY"]
+        } else {
+            &["GLU"]
+        };
+        let src = specialise(
+            files::ELEMENTWISE,
+            flags,
+            &[
+                ("X", "f32"),
+                ("Y", "f32"),
+                ("EXPR", act.wgsl(false)),
+                ("DEXPR", act.wgsl(true)),
+                ("LOAD", ""),
+                ("STORE", ""),
+            ],
+        );
+        format!("const NUM_OPERANDS: u32 = 0u;\n{src}")
+    })
+}
+
+/// y [rows, n] = a * act(g) for the halves of each row of x [rows, 2n].
+pub(crate) fn glu(x: &GpuStorage, l: &Layout, act: UnaryOp) -> Result<GpuStorage> {
+    let x = x.dense(l)?;
+    let n = l.dims().last().copied().unwrap_or(0) / 2;
+    let out = l.elem_count() / 2;
+    let y = GpuStorage::alloc(&x.device, out, DType::F32, "glu")?;
+    if out > 0 {
+        let k = glu_kernel(&x, false, act)?;
+        let ctx = &x.device.0;
+        let p = [out as u32, n as u32];
+        ctx.runtime
+            .dispatch(ctx, &k, &[&x.buf, &y.buf], &p, grid(ctx, out, WG))?;
+    }
+    Ok(y)
+}
+
+/// dx [rows, 2n] = [dy act(g), dy a act'(g)] for x [rows, 2n] and dy [rows, n].
+pub(crate) fn glu_backward(
+    x: &GpuStorage,
+    l: &Layout,
+    dy: Operand<GpuStorage>,
+    act: UnaryOp,
+) -> Result<GpuStorage> {
+    let (x, d) = (x.dense(l)?, dy.0.dense(dy.1)?);
+    let n = l.dims().last().copied().unwrap_or(0) / 2;
+    let out = l.elem_count() / 2;
+    let dx = GpuStorage::alloc(&x.device, 2 * out, DType::F32, "glu_backward")?;
+    if out > 0 {
+        let k = glu_kernel(&x, true, act)?;
+        let ctx = &x.device.0;
+        let p = [out as u32, n as u32];
+        ctx.runtime
+            .dispatch(ctx, &k, &[&x.buf, &d.buf, &dx.buf], &p, grid(ctx, out, WG))?;
+    }
+    Ok(dx)
 }

@@ -5,6 +5,7 @@
 mod attention;
 mod binary;
 mod conv;
+mod glu;
 mod index;
 mod matmul;
 mod norm;
@@ -23,5 +24,6 @@ pub use reduce::ReduceOp;
 pub use unary::{MapFn, UnaryOp};
 
 pub(crate) use attention::attention_backward;
+pub(crate) use glu::glu_backward;
 pub(crate) use index::embedding_backward;
 pub(crate) use norm::norm_backward;
