@@ -287,25 +287,40 @@ proptest! {
         (d, dv) in (1usize..=9, 1usize..=9),
         (causal, masked) in (any::<bool>(), any::<bool>()),
         how in arrange(),
+        split in any::<bool>(),
         seed in any::<u64>(),
     ) {
-        let s = AttnShape { b, h, l, s: s_len, d, dv, causal, scale: 1.0 / (d as f64).sqrt() };
+        let s = AttnShape { b, h, l, s: s_len, d, dv, causal, scale: 1.0 / (d as f64).sqrt(), seq_major: false };
+        // `split`: heads split from a [B, rows, H * width] linear output (the view
+        // transpose(1, 2) of a contiguous [B, rows, H, width]), which the kernels read and
+        // write in place; else arranged as `how` says.
+        let heads = |vals: &[f64], shape: [usize; 4]| {
+            if !split {
+                return t32(vals, &shape, how);
+            }
+            let (p, ps) = permute(vals, &shape, &[0, 2, 1, 3]);
+            t32(&p, &ps, Arrange::Contiguous).transpose(1, 2).unwrap()
+        };
         let q = round32(data(b * h * l * d, seed, -2.0, 2.0));
         let k = round32(data(b * h * s_len * d, seed ^ 1, -2.0, 2.0));
         let v = round32(data(b * h * s_len * dv, seed ^ 2, -1.0, 1.0));
         // Keep ~70% of keys; a batch may lose all of them (then its rows are zero).
         let mask: Vec<f64> = data(b * s_len, seed ^ 3, 0.0, 1.0).into_iter().map(|u| (u < 0.7) as u8 as f64).collect();
-        let tq = t32(&q, &[b, h, l, d], how).with_grad();
-        let tk = t32(&k, &[b, h, s_len, d], how).with_grad();
-        let tv = t32(&v, &[b, h, s_len, dv], how).with_grad();
+        let tq = heads(&q, [b, h, l, d]).with_grad();
+        let tk = heads(&k, [b, h, s_len, d]).with_grad();
+        let tv = heads(&v, [b, h, s_len, dv]).with_grad();
         let tm = Tensor::from_vec(mask.clone(), [b, s_len], &Device::Cpu).unwrap().to_dtype(DType::U32).unwrap();
         let out = scaled_dot_product_attention(&tq, &tk, &tv, masked.then_some(&tm), causal, None).unwrap();
         let rm = masked.then_some(&mask[..]);
         let what = format!("attention {s:?} masked={masked}");
         assert_close(&what, &values(&out), &r::attention(&q, &k, &v, rm, &s), 1e-5, 1e-4);
+        // Split heads come back the same way: merging them is a free view.
+        if split {
+            prop_assert!(out.transpose(1, 2).unwrap().is_contiguous());
+        }
 
         let dout = round32(data(out.elem_count(), seed ^ 4, -1.0, 1.0));
-        loss_with_grad(&out, &t32(&dout, out.dims(), Arrange::Contiguous)).backward().unwrap();
+        loss_with_grad(&out, &heads(&dout, [b, h, l, dv])).backward().unwrap();
         let (dq, dk, dvv) = r::attention_backward(&q, &k, &v, rm, &dout, &s);
         assert_close(&format!("{what} dq"), &grad(&tq), &dq, 1e-5, 1e-4);
         assert_close(&format!("{what} dk"), &grad(&tk), &dk, 1e-5, 1e-4);

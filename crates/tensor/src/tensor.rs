@@ -51,6 +51,12 @@ impl Tensor {
         Tensor::with_layout(Arc::new(RwLock::new(storage)), layout, op, false)
     }
 
+    /// A tensor over a new storage viewed through `layout` (a kernel that writes its
+    /// output in another order than row-major).
+    pub(crate) fn from_storage_layout(storage: Storage, layout: Layout, op: Option<Op>) -> Tensor {
+        Tensor::with_layout(Arc::new(RwLock::new(storage)), layout, op, false)
+    }
+
     fn with_layout(
         storage: Arc<RwLock<Storage>>,
         layout: Layout,

@@ -8,11 +8,13 @@ use crate::{Float, Layout};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
-/// The GEMM of a compute dtype: C (m x n, row-major, row stride n) = A B, or += when
+/// The GEMM of a compute dtype: C (m x n, row-major, row stride ldc) = A B, or += when
 /// `accumulate`; A and B given as (data, row stride, column stride) (see `gemm::sgemm`).
 pub(crate) trait Gemm: Float {
+    #[allow(clippy::too_many_arguments)]
     fn gemm(
         c: &mut [Self],
+        ldc: usize,
         a: (&[Self], usize, usize),
         b: (&[Self], usize, usize),
         mnk: (usize, usize, usize),
@@ -43,13 +45,14 @@ macro_rules! gemm_impl {
         impl Gemm for $t {
             fn gemm(
                 c: &mut [$t],
+                ldc: usize,
                 a: (&[$t], usize, usize),
                 b: (&[$t], usize, usize),
                 (m, n, k): (usize, usize, usize),
                 acc: bool,
                 par: bool,
             ) {
-                $f(m, n, k, a.0, a.1, a.2, b.0, b.1, b.2, c, n, acc, par)
+                $f(m, n, k, a.0, a.1, a.2, b.0, b.1, b.2, c, ldc, acc, par)
             }
             fn gemm_write(
                 c: &mut [MaybeUninit<$t>],
@@ -88,8 +91,28 @@ pub(crate) fn gemm_into<T: Gemm>(
     accumulate: bool,
     parallel: bool,
 ) {
+    gemm_into_ld(
+        c, mnk.1, a, a_strides, b, b_strides, mnk, accumulate, parallel,
+    );
+}
+
+/// [`gemm_into`] with C's rows `ldc` apart (c covers (m - 1) ldc + n elements; the
+/// elements between rows are left alone).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_into_ld<T: Gemm>(
+    c: &mut [T],
+    ldc: usize,
+    a: &[T],
+    a_strides: (usize, usize),
+    b: &[T],
+    b_strides: (usize, usize),
+    mnk: (usize, usize, usize),
+    accumulate: bool,
+    parallel: bool,
+) {
     T::gemm(
         c,
+        ldc,
         (a, a_strides.0, a_strides.1),
         (b, b_strides.0, b_strides.1),
         mnk,

@@ -128,6 +128,17 @@ impl CpuStorage {
             .expect("the tensor layer made this operand contiguous");
         &self.slice::<T>()[r]
     }
+
+    /// An attention operand: contiguous, or with `seq_major` the [B, H, L, D] view of a
+    /// contiguous [B, L, H, D] (the tensor layer checked which), as its elements in storage
+    /// order.
+    fn heads<T: Element>(&self, l: &Layout, seq_major: bool) -> &[T] {
+        if !seq_major {
+            return self.contiguous::<T>(l);
+        }
+        let r = l.offset()..l.offset() + l.elem_count();
+        &self.slice::<T>()[r]
+    }
 }
 
 fn wrap<T: Element>(v: Vec<T>) -> CpuStorage {
@@ -304,7 +315,8 @@ impl BackendStorage for CpuStorage {
     ) -> Result<(Self, Self)> {
         with_float!("attention", self.dtype(), T => {
             let m = mask.map(|(m, ml)| m.contiguous::<T>(ml));
-            let (o, lse) = attention::attention(self.contiguous::<T>(q), k.0.contiguous::<T>(k.1), v.0.contiguous::<T>(v.1), m, s);
+            let sm = s.seq_major;
+            let (o, lse) = attention::attention(self.heads::<T>(q, sm), k.0.heads::<T>(k.1, sm), v.0.heads::<T>(v.1, sm), m, s);
             Ok((wrap(o), wrap(lse)))
         })
     }
@@ -322,14 +334,15 @@ impl BackendStorage for CpuStorage {
     ) -> Result<(Self, Self, Self)> {
         with_float!("attention_backward", self.dtype(), T => {
             let m = mask.map(|(m, ml)| m.contiguous::<T>(ml));
+            let sm = s.seq_major;
             let (dq, dk, dv) = attention::attention_backward(
-                self.contiguous::<T>(q),
-                k.0.contiguous::<T>(k.1),
-                v.0.contiguous::<T>(v.1),
+                self.heads::<T>(q, sm),
+                k.0.heads::<T>(k.1, sm),
+                v.0.heads::<T>(v.1, sm),
                 m,
-                out.0.contiguous::<T>(out.1),
+                out.0.heads::<T>(out.1, sm),
                 lse.slice::<T>(),
-                dout.0.contiguous::<T>(dout.1),
+                dout.0.heads::<T>(dout.1, sm),
                 s,
             );
             Ok((wrap(dq), wrap(dk), wrap(dv)))

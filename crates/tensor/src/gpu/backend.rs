@@ -154,6 +154,7 @@ impl BackendStorage for GpuStorage {
         s: &AttnShape,
     ) -> Result<(Self, Self)> {
         f32_only("attention", self)?;
+        head_major("attention", s)?;
         attention::attention((self, q), k, v, mask, s)
     }
 
@@ -169,6 +170,7 @@ impl BackendStorage for GpuStorage {
         s: &AttnShape,
     ) -> Result<(Self, Self, Self)> {
         f32_only("attention_backward", self)?;
+        head_major("attention_backward", s)?;
         attention::attention_backward((self, q), k, v, mask, out, lse, dout, s)
     }
 
@@ -197,4 +199,15 @@ impl BackendStorage for GpuStorage {
         f32_only("adamw_step", param)?;
         optim::adamw(param, m, v, grad, h)
     }
+}
+
+/// The GPU's attention kernels read and write head-major [B, H, L, D] operands.
+fn head_major(op: &'static str, s: &AttnShape) -> Result<()> {
+    if s.seq_major {
+        return Err(Error::shape(
+            op,
+            "the GPU kernels take head-major [B, H, L, D] operands, not sequence-major ones",
+        ));
+    }
+    Ok(())
 }

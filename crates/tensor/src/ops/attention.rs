@@ -20,6 +20,44 @@ pub struct AttnShape {
     /// Query i sees keys j <= i (top-left aligned, as PyTorch's is_causal).
     pub causal: bool,
     pub scale: f64,
+    /// q, k, v, out (and their gradients) are stored sequence-major, [B, L, H, D] in
+    /// memory (a linear layer's output split into heads, read in place), instead of
+    /// [B, H, L, D]. CPU only; the GPU kernels take head-major operands.
+    pub seq_major: bool,
+}
+
+/// Whether t [B, H, L, D] is the transpose(1, 2) view of a contiguous [B, L, H, D]: how a
+/// linear layer's output split into heads (reshape, transpose) is laid out.
+fn is_seq_major(t: &Tensor) -> bool {
+    let &[_, h, l, d] = t.dims() else {
+        return false;
+    };
+    t.layout().strides() == [l * h * d, d, h * d, 1]
+}
+
+/// t [B, H, L, D] stored sequence-major: itself when it is, else a (tracked) copy.
+fn seq_major(t: &Tensor) -> Result<Tensor> {
+    if is_seq_major(t) {
+        Ok(t.clone())
+    } else {
+        t.transpose(1, 2)?.contiguous()?.transpose(1, 2)
+    }
+}
+
+/// A [B, H, rows, width] tensor over `storage`, stored as `shape` says.
+fn heads_tensor(
+    storage: crate::Storage,
+    (b, h, rows, width): (usize, usize, usize, usize),
+    s: &AttnShape,
+    op: Option<Op>,
+) -> Tensor {
+    if s.seq_major {
+        let strides = vec![rows * h * width, width, h * width, 1];
+        let layout = crate::Layout::new([b, h, rows, width], strides, 0);
+        Tensor::from_storage_layout(storage, layout, op)
+    } else {
+        Tensor::from_storage(storage, [b, h, rows, width], op)
+    }
 }
 
 /// Attention for q [B, H, L, D], k [B, H, S, D], v [B, H, S, DV] -> [B, H, L, DV].
@@ -77,6 +115,11 @@ pub fn scaled_dot_product_attention(
         None => None,
     };
     let scale = scale.unwrap_or(1.0 / (d as f64).sqrt());
+    // The CPU reads heads split from a linear layer's output in place, and writes its
+    // output the same way, so that merging the heads back (transpose, reshape) is free:
+    // the four copies around each attention and four more in its backward were ~3% of a
+    // U-Net training step.
+    let seq = q.device().is_cpu() && [q, k, v].into_iter().all(is_seq_major);
     let shape = AttnShape {
         b,
         h,
@@ -86,8 +129,13 @@ pub fn scaled_dot_product_attention(
         dv,
         causal,
         scale,
+        seq_major: seq,
     };
-    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    let (q, k, v) = if seq {
+        (q.clone(), k.clone(), v.clone())
+    } else {
+        (q.contiguous()?, k.contiguous()?, v.contiguous()?)
+    };
     let (out, lse) = {
         let mut ts = vec![&q, &k, &v];
         ts.extend(mask.as_ref());
@@ -110,7 +158,7 @@ pub fn scaled_dot_product_attention(
         lse,
         shape,
     });
-    Ok(Tensor::from_storage(out, [b, h, l, dv], rec))
+    Ok(heads_tensor(out, (b, h, l, dv), &shape, rec))
 }
 
 /// (dq, dk, dv) from dL/dout (untracked; the backward rule calls it).
@@ -125,7 +173,11 @@ pub(crate) fn attention_backward(
     dout: &Tensor,
     shape: &AttnShape,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let dout = dout.contiguous()?;
+    let dout = if shape.seq_major {
+        seq_major(dout)?
+    } else {
+        dout.contiguous()?
+    };
     let mut ts = vec![q, k, v, out, lse, &dout];
     ts.extend(mask);
     let (dq, dk, dv) = {
@@ -142,9 +194,10 @@ pub(crate) fn attention_backward(
             shape,
         )?
     };
+    let dims = |t: &Tensor| (t.dims()[0], t.dims()[1], t.dims()[2], t.dims()[3]);
     Ok((
-        Tensor::from_storage(dq, q.shape(), None),
-        Tensor::from_storage(dk, k.shape(), None),
-        Tensor::from_storage(dv, v.shape(), None),
+        heads_tensor(dq, dims(q), shape, None),
+        heads_tensor(dk, dims(k), shape, None),
+        heads_tensor(dv, dims(v), shape, None),
     ))
 }
