@@ -87,7 +87,9 @@ pub trait BackendStorage: Sized {
 
     /// Fused scaled dot-product attention on q: [B, H, L, D], k: [B, H, S, D],
     /// v: [B, H, S, DV], key mask [B, S] (nonzero = attend). Returns (out [B, H, L, DV],
-    /// logsumexp [B, H, L]) where a fully masked row has out 0 and lse -inf.
+    /// logsumexp [B, H, L]) where a fully masked row has out 0 and lse -inf. q, k, v (and
+    /// out, dout and the gradients) are contiguous, or with `s.seq_major` the [B, H, L, D]
+    /// views of contiguous [B, L, H, D] storage, and the outputs come back in that order.
     fn attention(
         &self,
         q: &Layout,

@@ -44,7 +44,7 @@ fn seq_major(t: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// A [B, H, rows, width] tensor over `storage`, stored as `shape` says.
+/// A [B, H, rows, width] tensor over `storage`, viewed in the order `s.seq_major` names.
 fn heads_tensor(
     storage: crate::Storage,
     (b, h, rows, width): (usize, usize, usize, usize),
