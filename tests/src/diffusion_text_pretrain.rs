@@ -60,9 +60,30 @@ fn decoder_mse(
     captions: &[String],
     target: &Tensor,
 ) -> f64 {
-    let (_, pooled) = models.encode_pooled(captions).unwrap();
+    let (_, pooled, _) = models.encode_pooled(captions).unwrap();
     decoder
         .forward(&pooled)
+        .unwrap()
+        .sub(target)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap() as f64
+}
+
+/// Mean squared error of the spatial decoder's pictures (from the token states).
+fn spatial_mse(
+    models: &Models,
+    decoder: &kuosan_diffusion::text_pretrain::SpatialDecoder,
+    captions: &[String],
+    target: &Tensor,
+) -> f64 {
+    let (context, _, mask) = models.encode_pooled(captions).unwrap();
+    decoder
+        .forward(&context, &mask)
         .unwrap()
         .sub(target)
         .unwrap()
@@ -82,6 +103,49 @@ fn values(vars: &VarStore) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// The spatial decoder (`text_pretrain_spatial`) learns to draw a caption's picture from
+/// the token states, through cross-attention, and only from the right captions.
+#[test]
+fn the_spatial_decoder_reads_the_picture_from_the_token_states() {
+    let data = shapes16();
+    let cfg = ModelConfig::preset("tiny", 3, 16).unwrap();
+    let models = Models::new(&cfg, &Device::Cpu, 0).unwrap();
+    let p = PretrainConfig {
+        steps: 200,
+        batch: 64,
+        lr: 5e-3,
+        contrastive: 0.0,
+        spatial: 1.0,
+    };
+    let report = pretrain_text(&models, data.clone(), &p, 0, |_, _, _| {}).unwrap();
+    let spatial = report
+        .spatial
+        .expect("spatial > 0 trains a spatial decoder");
+    let _g = no_grad();
+    let batch = Loader::new(data, 98, 64)
+        .unwrap()
+        .next_batch(&Device::Cpu)
+        .unwrap();
+    let target = block_mean(&batch.images, target_side(16)).unwrap();
+    let pic = {
+        let (context, _, mask) = models.encode_pooled(&batch.captions).unwrap();
+        spatial.forward(&context, &mask).unwrap()
+    };
+    assert_eq!(pic.dims(), target.dims());
+    let mut shifted = batch.captions.clone();
+    shifted.rotate_left(1);
+    let matched = spatial_mse(&models, &spatial, &batch.captions, &target);
+    let shuffled = spatial_mse(&models, &spatial, &shifted, &target);
+    // Measured 0.196 against 0.228 after these 200 steps (the pooled decoder learns
+    // faster); a decoder that ignored the tokens would score the two alike.
+    assert!(
+        matched < 0.9 * shuffled,
+        "spatial decoder MSE with the right captions {matched:.4}, with shuffled ones {shuffled:.4}"
+    );
+    // Weight 0 trains no image tower (and, in the other tests, no spatial decoder).
+    assert!(report.tower.is_none());
+}
+
 #[test]
 fn the_pretrained_encoder_tells_captions_apart_and_the_unet_is_untouched() {
     let data = shapes16();
@@ -94,6 +158,7 @@ fn the_pretrained_encoder_tells_captions_apart_and_the_unet_is_untouched() {
         batch: 64,
         lr: 5e-3,
         contrastive: 0.3,
+        spatial: 0.0,
     };
     let mut seen = 0;
     let report = pretrain_text(&models, data.clone(), &p, 0, |step, steps, _| {
@@ -102,6 +167,10 @@ fn the_pretrained_encoder_tells_captions_apart_and_the_unet_is_untouched() {
     })
     .unwrap();
     assert_eq!(seen, 300);
+    assert!(
+        report.spatial.is_none(),
+        "spatial 0 trains no spatial decoder"
+    );
     assert!(
         report.last_loss < 0.5 * report.first_loss,
         "loss {} -> {}",
@@ -151,6 +220,7 @@ fn options(out: PathBuf, resume: bool, stop_after: Option<u64>) -> TrainOptions 
         batch: 16,
         lr: 2e-3,
         contrastive: 0.5,
+        spatial: 0.0,
     };
     TrainOptions {
         data_spec: "shapes".into(),
@@ -234,6 +304,7 @@ fn pretraining_scale_shift_and_snr_floor_keys_round_trip_and_bad_values_are_name
         batch: 64,
         lr: 1e-3,
         contrastive: 0.25,
+        spatial: 0.0,
     };
     cfg.unet.scale_shift = true;
     cfg.train.min_snr_gamma = Some(5.0);
@@ -271,6 +342,8 @@ fn pretraining_scale_shift_and_snr_floor_keys_round_trip_and_bad_values_are_name
     assert!(e.contains("text_pretrain_batch"), "{e}");
     let e = bad(&|w| w["train"]["text_pretrain_contrastive"] = serde_json::json!(-0.5));
     assert!(e.contains("text_pretrain_contrastive"), "{e}");
+    let e = bad(&|w| w["train"]["text_pretrain_spatial"] = serde_json::json!(-1.0));
+    assert!(e.contains("text_pretrain_spatial"), "{e}");
     let e = bad(&|w| w["train"]["snr_floor"] = serde_json::json!(6.0));
     assert!(
         e.contains("snr_floor") && e.contains("min_snr_gamma"),

@@ -176,6 +176,7 @@ impl ModelConfig {
                     batch: 128,
                     lr: 3e-3,
                     contrastive: 0.3,
+                    spatial: 0.0,
                 },
                 text_lr: 0.0,
                 scale_shift: true,
@@ -314,6 +315,7 @@ impl ModelConfig {
                 "text_pretrain_batch": t.text_pretrain.batch,
                 "text_pretrain_lr": t.text_pretrain.lr,
                 "text_pretrain_contrastive": t.text_pretrain.contrastive,
+                "text_pretrain_spatial": t.text_pretrain.spatial,
             },
         })
     }
@@ -394,6 +396,7 @@ impl ModelConfig {
             "text_pretrain_batch",
             "text_pretrain_lr",
             "text_pretrain_contrastive",
+            "text_pretrain_spatial",
         ];
         only_keys(tr, &keys, &format!("{origin}: train"))?;
         let num = |k: &str| {
@@ -446,6 +449,7 @@ impl ModelConfig {
                     batch: opt("text_pretrain_batch", 128.0)? as usize,
                     lr: opt("text_pretrain_lr", 2e-3)?,
                     contrastive: opt("text_pretrain_contrastive", 0.0)?,
+                    spatial: opt("text_pretrain_spatial", 0.0)?,
                 }
             },
         };
@@ -475,6 +479,12 @@ impl ModelConfig {
             return Err(format!(
                 "{origin}: train.text_pretrain_contrastive must be a finite number >= 0, got {}",
                 tp.contrastive
+            ));
+        }
+        if !(tp.spatial >= 0.0 && tp.spatial.is_finite()) {
+            return Err(format!(
+                "{origin}: train.text_pretrain_spatial must be a finite number >= 0, got {}",
+                tp.spatial
             ));
         }
         if !(train.text_lr_scale >= 0.0 && train.text_lr_scale.is_finite()) {

@@ -80,17 +80,21 @@ impl Models {
         Ok(TextCond { context, pooled })
     }
 
-    /// (context [B, L, D], pooled [B, D]) with the prompts padded only to the longest of
-    /// them, not to the tokenizer's length: the states of real tokens are the same (the
-    /// encoder is causal and masks padding keys), and a short batch costs less. For the
-    /// text pretraining, which reads only the pooled state.
-    pub fn encode_pooled(&self, prompts: &[String]) -> kuosan_tensor::Result<(Tensor, Tensor)> {
+    /// (context [B, L, D], pooled [B, D], key mask [B, L]: 1 at real tokens, 0 at
+    /// padding) with the prompts padded only to the longest of them, not to the
+    /// tokenizer's length: the states of real tokens are the same (the encoder is causal
+    /// and masks padding keys), and a short batch costs less. For the text pretraining.
+    pub fn encode_pooled(
+        &self,
+        prompts: &[String],
+    ) -> kuosan_tensor::Result<(Tensor, Tensor, Tensor)> {
         let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
         let tokenizer = Tokenizer::new((longest + 2).min(self.tokenizer.max_len));
         let tokens = tokenizer.encode(prompts);
-        let context = self.text_states(&tokens)?;
+        let (ids, mask) = tokens.tensors(&self.unet_vars.device())?;
+        let context = self.text.forward(&ids, &mask)?;
         let pooled = self.pool(&tokens, &context)?;
-        Ok((context, pooled))
+        Ok((context, pooled, mask))
     }
 
     /// The encoder's last hidden states [B, L, D].

@@ -13,9 +13,17 @@
 //! signal, the role CLIP's contrastive pretraining plays for Stable Diffusion's encoder
 //! (Radford et al. 2021; Rombach et al. 2022), here on the run's own captions and in
 //! seconds. The decoder is thrown away, as CLIP's image tower is.
+//!
+//! Optionally (`spatial`) a second decoder reads the token states [B, L, D], not the
+//! pooled one: one learned query per 2 x 2 block of the picture cross-attends to the
+//! tokens and predicts its block. That is the U-Net's own way of reading the text
+//! (cross-attention from a place to the words), so it asks the word states, which the
+//! pooled objective never trains directly, to say what is where: which shape is the
+//! upper one of "a red square above a blue circle".
 
 use crate::data::{Dataset, Loader};
 use crate::models::Models;
+use crate::unet::Attention;
 use kuosan_nn::{
     clip_grad_norm, cross_entropy, AdamW, AdamWConfig, Conv2d, Error, Init, Linear, LrSchedule,
     Module, Result, VarStore,
@@ -92,6 +100,72 @@ impl CaptionDecoder {
         self.fc2
             .forward(&h)?
             .reshape([b, self.channels, self.side, self.side])
+    }
+}
+
+/// Token states [B, L, D] -> [B, C, side, side]: a learned query per 2 x 2 block (plus
+/// its own residual) cross-attends to the tokens (4 heads), then Linear D -> hidden,
+/// SiLU, Linear -> the block's C x 2 x 2 pixels.
+pub struct SpatialDecoder {
+    pub vars: VarStore,
+    queries: Tensor,
+    attn: Attention,
+    fc1: Linear,
+    fc2: Linear,
+    channels: usize,
+    side: usize,
+}
+
+/// Width of the spatial decoder's hidden layer.
+const SPATIAL_HIDDEN: usize = 128;
+
+impl SpatialDecoder {
+    pub fn new(
+        device: &Device,
+        seed: u64,
+        dim: usize,
+        channels: usize,
+        side: usize,
+    ) -> Result<Self> {
+        let vars = VarStore::new(device.clone(), DType::F32, seed);
+        let root = vars.root();
+        let cells = side.div_ceil(2);
+        let heads = if dim.is_multiple_of(4) { 4 } else { 1 };
+        Ok(SpatialDecoder {
+            queries: root.var(
+                "queries",
+                &[1, cells * cells, dim],
+                Init::Normal { std: 1.0 },
+            )?,
+            attn: Attention::new(&root.pp("attn"), dim, dim, heads, dim / heads)?,
+            fc1: Linear::new(&root.pp("fc1"), dim, SPATIAL_HIDDEN, true)?,
+            fc2: Linear::new(&root.pp("fc2"), SPATIAL_HIDDEN, channels * 4, true)?,
+            channels,
+            side,
+            vars,
+        })
+    }
+
+    /// context [B, L, D], key mask [B, L] -> pictures [B, C, side, side].
+    pub fn forward(&self, context: &Tensor, mask: &Tensor) -> kuosan_tensor::Result<Tensor> {
+        let (b, d) = (context.dims()[0], context.dims()[2]);
+        let cells = self.side.div_ceil(2);
+        let q = self
+            .queries
+            .broadcast_as([b, cells * cells, d])?
+            .contiguous()?;
+        let h = q.add(&self.attn.forward(&q, Some(context), Some(mask))?)?;
+        // [B, cells^2, C * 4] -> [B, cy, cx, C, 2, 2] -> [B, C, cy, 2, cx, 2]
+        let px = self.fc2.forward(&self.fc1.forward(&h)?.silu()?)?;
+        let pic = px
+            .reshape([b, cells, cells, self.channels, 2, 2])?
+            .permute(&[0, 3, 1, 4, 2, 5])?
+            .reshape([b, self.channels, 2 * cells, 2 * cells])?;
+        if 2 * cells == self.side {
+            Ok(pic)
+        } else {
+            pic.narrow(2, 0, self.side)?.narrow(3, 0, self.side)
+        }
     }
 }
 
@@ -182,6 +256,8 @@ pub struct PretrainConfig {
     pub lr: f64,
     /// Weight of CLIP's contrastive loss beside the decoder's MSE (0: the MSE alone).
     pub contrastive: f64,
+    /// Weight of the spatial decoder's MSE, from the token states (0: none).
+    pub spatial: f64,
 }
 
 impl PretrainConfig {
@@ -191,6 +267,7 @@ impl PretrainConfig {
         batch: 128,
         lr: 2e-3,
         contrastive: 0.0,
+        spatial: 0.0,
     };
 }
 
@@ -203,6 +280,7 @@ pub struct PretrainReport {
     pub elapsed_s: f64,
     pub decoder: CaptionDecoder,
     pub tower: Option<ImageEncoder>,
+    pub spatial: Option<SpatialDecoder>,
 }
 
 /// Seed of the decoder's init and of the data order, apart from the diffusion steps'.
@@ -232,6 +310,13 @@ pub fn pretrain_text(
     } else {
         None
     };
+    let spatial = if p.spatial > 0.0 {
+        let s = SpatialDecoder::new(&device, seed ^ PRETRAIN_SEED ^ 2, dim, c, side)?;
+        params.extend(s.vars.vars());
+        Some(s)
+    } else {
+        None
+    };
     let mut opt = AdamW::new(params, AdamWConfig::default())?;
     let lr_at = LrSchedule {
         base: p.lr,
@@ -246,11 +331,19 @@ pub fn pretrain_text(
     for step in 1..=p.steps {
         let batch = loader.next_batch(&device).map_err(data_err)?;
         let target = block_mean(&batch.images, side)?;
-        let (_, pooled) = models.encode_pooled(&batch.captions)?;
+        let (context, pooled, mask) = models.encode_pooled(&batch.captions)?;
         let mut loss = decoder.forward(&pooled)?.sub(&target)?.sqr()?.mean_all()?;
         if let Some(t) = &tower {
             let clip = t.clip_loss(&pooled, &t.forward(&target)?)?;
             loss = loss.add(&clip.mul_scalar(p.contrastive)?)?;
+        }
+        if let Some(s) = &spatial {
+            let mse = s
+                .forward(&context, &mask)?
+                .sub(&target)?
+                .sqr()?
+                .mean_all()?;
+            loss = loss.add(&mse.mul_scalar(p.spatial)?)?;
         }
         loss.backward()?;
         clip_grad_norm(opt.params(), 1.0)?;
@@ -273,5 +366,6 @@ pub fn pretrain_text(
         elapsed_s: started.elapsed().as_secs_f64(),
         decoder,
         tower,
+        spatial,
     })
 }

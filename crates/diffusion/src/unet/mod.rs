@@ -10,6 +10,7 @@ mod transformer;
 
 pub use config::UNetConfig;
 pub use embeddings::timestep_features;
+pub(crate) use transformer::Attention;
 
 use blocks::{Cond, DownBlock, MidBlock, UpBlock};
 use embeddings::TimestepEmbedding;
