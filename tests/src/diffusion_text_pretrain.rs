@@ -61,17 +61,7 @@ fn decoder_mse(
     target: &Tensor,
 ) -> f64 {
     let (_, pooled, _) = models.encode_pooled(captions).unwrap();
-    decoder
-        .forward(&pooled)
-        .unwrap()
-        .sub(target)
-        .unwrap()
-        .sqr()
-        .unwrap()
-        .mean_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap() as f64
+    mse(&decoder.forward(&pooled).unwrap(), target)
 }
 
 /// Mean squared error of the spatial decoder's pictures (from the token states).
@@ -82,10 +72,12 @@ fn spatial_mse(
     target: &Tensor,
 ) -> f64 {
     let (context, _, mask) = models.encode_pooled(captions).unwrap();
-    decoder
-        .forward(&context, &mask)
-        .unwrap()
-        .sub(target)
+    mse(&decoder.forward(&context, &mask).unwrap(), target)
+}
+
+/// Mean of (a - b)^2 over all elements.
+fn mse(a: &Tensor, b: &Tensor) -> f64 {
+    a.sub(b)
         .unwrap()
         .sqr()
         .unwrap()
