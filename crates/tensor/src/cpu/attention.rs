@@ -8,7 +8,7 @@
 //! interleave in its rows). The arithmetic is the same either way.
 
 use super::matmul::{gemm_into, gemm_into_ld, Gemm};
-use super::softmax::exp_shifted_sum;
+use super::softmax::{exp_shifted_sum, max_row};
 use super::wide::wide;
 use crate::ops::AttnShape;
 use rayon::prelude::*;
@@ -102,7 +102,10 @@ fn scores<T: Gemm>(
     );
     let scale = T::from_f64(s.scale);
     if !s.causal && mask.is_none() {
-        out.iter_mut().for_each(|v| *v *= scale);
+        wide(
+            #[inline(always)]
+            || out.iter_mut().for_each(|v| *v *= scale),
+        );
         return;
     }
     // Keys after the query (causal) and masked keys read -inf; each rule is its own loop
@@ -209,22 +212,26 @@ fn attention_head<T: Gemm>(
         let qb = QB.min(s.l - i0);
         let p = &mut p[..qb * s.s];
         scores((qp, qh.stride()), (kp, kh.stride()), m, s, i0, qb, p);
-        for r in 0..qb {
-            let row = &mut p[r * s.s..(r + 1) * s.s];
-            let max = row.iter().fold(T::NEG_INFINITY, |a, &b| a.max(b));
-            if max == T::NEG_INFINITY {
-                // Every key hidden: a zero row, and lse = -inf marks it for backward.
-                row.fill(T::ZERO);
-                continue;
-            }
-            let sum = wide(
-                #[inline(always)]
-                || exp_shifted_sum(row, max),
-            );
-            let inv = T::ONE / sum;
-            row.iter_mut().for_each(|x| *x *= inv);
-            lse[i0 + r] = max + sum.ln();
-        }
+        // The rows' softmax in one AVX-512 region (max, exp, sum and scaling all
+        // vectorise; each row's arithmetic is the same at any width).
+        wide(
+            #[inline(always)]
+            || {
+                for (r, row) in p.chunks_mut(s.s.max(1)).enumerate() {
+                    let max = max_row(row);
+                    if max == T::NEG_INFINITY {
+                        // Every key hidden: a zero row, and lse = -inf marks it for
+                        // backward.
+                        row.fill(T::ZERO);
+                        continue;
+                    }
+                    let sum = exp_shifted_sum(row, max);
+                    let inv = T::ONE / sum;
+                    row.iter_mut().for_each(|x| *x *= inv);
+                    lse[i0 + r] = max + sum.ln();
+                }
+            },
+        );
         let os = oh.stride();
         gemm_into_ld(
             &mut o[i0 * os..][..extent(qb, os, s.dv)],
@@ -334,24 +341,28 @@ fn attention_head_backward<T: Gemm>(
             false,
             false,
         );
-        for r in 0..qb {
-            let i = i0 + r;
-            let l = lh[i];
-            let row = &mut p[r * s.s..(r + 1) * s.s];
-            if l == T::NEG_INFINITY {
-                row.fill(T::ZERO);
-            } else {
-                wide(
-                    #[inline(always)]
-                    || row.iter_mut().for_each(|x| *x = (*x - l).exp_fast()),
-                );
-            }
-            let di: T = (0..s.dv).map(|c| dop[i * os + c] * op[i * os + c]).sum();
-            // dP becomes scale * dS in place.
-            for (g, &pv) in dp[r * s.s..(r + 1) * s.s].iter_mut().zip(row.iter()) {
-                *g = pv * (*g - di) * scale;
-            }
-        }
+        // P and dS row by row, in one AVX-512 region (elementwise loops, and Di's sum
+        // in its one order).
+        wide(
+            #[inline(always)]
+            || {
+                let rows = p.chunks_mut(s.s.max(1)).zip(dp.chunks_mut(s.s.max(1)));
+                for (r, (row, dpr)) in rows.enumerate() {
+                    let i = i0 + r;
+                    let l = lh[i];
+                    if l == T::NEG_INFINITY {
+                        row.fill(T::ZERO);
+                    } else {
+                        row.iter_mut().for_each(|x| *x = (*x - l).exp_fast());
+                    }
+                    let di: T = (0..s.dv).map(|c| dop[i * os + c] * op[i * os + c]).sum();
+                    // dP becomes scale * dS in place.
+                    for (g, &pv) in dpr.iter_mut().zip(row.iter()) {
+                        *g = pv * (*g - di) * scale;
+                    }
+                }
+            },
+        );
         // dV += P^T dO: P^T is [S, qb], element (j, r) at p[r * S + j].
         gemm_into_ld(
             dv,
