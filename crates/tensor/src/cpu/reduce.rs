@@ -123,26 +123,40 @@ fn middle_kept(dims: &[usize], kept: &[usize]) -> Option<(usize, usize)> {
     ))
 }
 
+/// Outputs a task of [`sum_middle`] sums side by side.
+const MIDDLE_OUTPUTS: usize = 4;
+
 /// out[k] = sum over (a, r) of x[(a K + k) R + r] for x [A, K, R], R a multiple of 8:
 /// element (a, r) of output k's row sits at a R + r, in lane r mod 8, so adding each
 /// contiguous run of R in order gives [`sum_row`]'s sum of the transposed row bit for
-/// bit.
+/// bit. `MIDDLE_OUTPUTS` outputs are summed together, their runs read in step: each
+/// output's 8 lanes are one chain of dependent vector adds (latency-bound at 2 elements a
+/// cycle alone), and independent chains side by side hide the latency; each output's
+/// adds are the same, in the same order.
 fn sum_middle<T: Float>(x: &[T], (a_len, k_len, r_len): (usize, usize, usize)) -> Vec<T> {
-    (0..k_len)
-        .into_par_iter()
-        .map(|k| {
-            let mut acc = [T::ZERO; 8];
+    let mut out = vec![T::ZERO; k_len];
+    out.par_chunks_mut(MIDDLE_OUTPUTS)
+        .enumerate()
+        .for_each(|(t, o)| {
+            let k0 = t * MIDDLE_OUTPUTS;
+            let mut acc = [[T::ZERO; 8]; MIDDLE_OUTPUTS];
+            let acc = &mut acc[..o.len()];
             for a in 0..a_len {
-                let (chunks, _) = x[(a * k_len + k) * r_len..][..r_len].as_chunks::<8>();
-                for c in chunks {
-                    for l in 0..8 {
-                        acc[l] += c[l];
+                let rows = &x[(a * k_len + k0) * r_len..][..o.len() * r_len];
+                for ci in 0..r_len / 8 {
+                    for (j, lanes) in acc.iter_mut().enumerate() {
+                        let c = &rows[j * r_len + ci * 8..][..8];
+                        for l in 0..8 {
+                            lanes[l] += c[l];
+                        }
                     }
                 }
             }
-            finish8(acc, &[])
-        })
-        .collect()
+            for (y, &lanes) in o.iter_mut().zip(acc.iter()) {
+                *y = finish8(lanes, &[]);
+            }
+        });
+    out
 }
 
 /// Sums of rows of fewer than 8 elements, each gathered in the transposed row's order
@@ -261,6 +275,8 @@ mod tests {
             vec![7, 2, 3, 8],
             vec![2, 3, 4, 2, 8],
             vec![5, 3, 7],
+            // Two tasks of MIDDLE_OUTPUTS outputs and a partial third.
+            vec![4, 9, 24],
         ] {
             let n: usize = dims.iter().product();
             let x: Vec<f32> = (0..n)

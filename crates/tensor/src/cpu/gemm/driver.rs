@@ -261,6 +261,24 @@ struct Share {
     panels_n: std::ops::Range<usize>,
 }
 
+/// B's rows `p0..p0 + kcb` where they already are a packed panel: a row-major B exactly
+/// NR wide (a linear layer's weight gradient dYᵀ·X with 64 input features, over 4096
+/// tokens) is laid out as its one packed panel, [kcb][NR], so the kernels read it in
+/// place; packing it copied all of B once per task (twice per call on 2 threads). The
+/// same elements, so the same arithmetic.
+fn b_in_place<'a, T: Element, const NR: usize>(
+    p: &Problem<'a, T>,
+    p0: usize,
+    kcb: usize,
+) -> Option<&'a [T]> {
+    match p.b {
+        BSource::Strided(b) if b.cs == 1 && b.rs == NR && p.n == NR => {
+            Some(&b.data[p0 * NR..][..kcb * NR])
+        }
+        _ => None,
+    }
+}
+
 fn run_task<T: Element, const MR: usize, const NR: usize, K: MicroKernel<T, MR, NR>>(
     p: &Problem<'_, T>,
     a_pack: Option<&[T]>,
@@ -277,16 +295,21 @@ fn run_task<T: Element, const MR: usize, const NR: usize, K: MicroKernel<T, MR, 
         let (p0, kcb) = kb.block(b);
         // The first K block overwrites C unless the caller accumulates; later ones add to it.
         let accumulate = b > 0 || p.accumulate;
-        let b_pack = b_buf.slice(share.panels_n.len() * NR * kcb);
-        for (q, dst) in b_pack.chunks_mut(NR * kcb).enumerate() {
-            let j0 = (share.panels_n.start + q) * NR;
-            let cols = NR.min(p.n - j0);
-            match &p.b {
-                BSource::Strided(b) => pack_b_panel::<T, NR>(dst, *b, p0, kcb, j0, cols),
-                BSource::Patches(b) => pack_b_patches::<T, NR>(dst, b, p0, kcb, j0, cols),
+        let b_pack: &[T] = match b_in_place::<T, NR>(p, p0, kcb) {
+            Some(rows) => rows,
+            None => {
+                let b_pack = b_buf.slice(share.panels_n.len() * NR * kcb);
+                for (q, dst) in b_pack.chunks_mut(NR * kcb).enumerate() {
+                    let j0 = (share.panels_n.start + q) * NR;
+                    let cols = NR.min(p.n - j0);
+                    match &p.b {
+                        BSource::Strided(b) => pack_b_panel::<T, NR>(dst, *b, p0, kcb, j0, cols),
+                        BSource::Patches(b) => pack_b_patches::<T, NR>(dst, b, p0, kcb, j0, cols),
+                    }
+                }
+                b_pack
             }
-        }
-        let b_pack = &*b_pack;
+        };
         let a_block = a_pack.map(|a| &a[m_panels * MR * p0..][..m_panels * MR * kcb]);
 
         for ip in share.panels_m.clone() {

@@ -310,6 +310,35 @@ fn a_rows_columns_and_packed_agree_bitwise() {
     }
 }
 
+/// A row-major B exactly NR wide is read in place (it is its own packed panel); the
+/// same B with longer rows is packed: the same bits, over several K blocks, with and
+/// without accumulation, on one thread and several.
+#[test]
+fn b_read_in_place_matches_packed_bitwise() {
+    let d = dims(Kernel::selected(), false);
+    let n = d.nr;
+    for (m, k) in [(37, 53), (64, 3 * d.bl.kc + 7), (5, 1)] {
+        let a: Vec<f32> = random(m * k, 5).iter().map(|&x| x as f32).collect();
+        let b: Vec<f32> = random(k * n, 6).iter().map(|&x| x as f32).collect();
+        let ld = n + 3;
+        let mut wide = vec![0f32; k * ld];
+        (0..k).for_each(|p| wide[p * ld..p * ld + n].copy_from_slice(&b[p * n..(p + 1) * n]));
+        let c0: Vec<f32> = random(m * n, 7).iter().map(|&x| x as f32).collect();
+        for (accumulate, parallel) in [(false, true), (true, true), (false, false)] {
+            let run = |b: &[f32], rs: usize| {
+                let mut c = c0.clone();
+                sgemm(m, n, k, &a, k, 1, b, rs, 1, &mut c, n, accumulate, parallel);
+                c.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            };
+            assert_eq!(
+                run(&b, n),
+                run(&wide, ld),
+                "{m}x{n}x{k}, accumulate {accumulate}"
+            );
+        }
+    }
+}
+
 /// The write-only entry point never reads C (it starts as NaN here, which any read would
 /// carry into the result) and gives the bits of the ordinary call, k == 0 included.
 #[test]
