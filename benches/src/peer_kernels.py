@@ -38,7 +38,7 @@ def rand(*shape):
 
 
 def gemm(c, reps):
-    a = rand(c["m"], c["k"])
+    a = rand(c["k"], c["m"]).T if c.get("at") else rand(c["m"], c["k"])
     b = rand(c["n"], c["k"]).T if c["bt"] else rand(c["k"], c["n"])
     out = np.empty((c["m"], c["n"]), np.float32)
     t = median_s(lambda: np.matmul(a, b, out=out), reps)

@@ -14,7 +14,7 @@ pub fn peer_cases(quick: bool) -> Vec<serde_json::Value> {
         .into_iter()
         .map(|c| {
             serde_json::json!({"section": NAME, "case": c.label, "op": "gemm",
-                "m": c.m, "n": c.n, "k": c.k, "bt": c.b_transposed})
+                "m": c.m, "n": c.n, "k": c.k, "at": c.a_transposed, "bt": c.b_transposed})
         })
         .collect()
 }
@@ -23,13 +23,15 @@ pub fn peer_cases(quick: bool) -> Vec<serde_json::Value> {
 pub const PEER: &str = "matrixmultiply";
 
 /// One GEMM shape. `b_transposed`: B is read as a column-major view (stride (1, k)), as
-/// attention's Q·Kᵀ does.
+/// attention's Q·Kᵀ and a linear layer's x·Wᵀ do; `a_transposed`: A likewise (stride
+/// (1, m)), as a linear layer's weight gradient dYᵀ·X does.
 #[derive(Clone, Copy, Debug)]
 pub struct Case {
     pub label: &'static str,
     pub m: usize,
     pub n: usize,
     pub k: usize,
+    pub a_transposed: bool,
     pub b_transposed: bool,
 }
 
@@ -39,7 +41,16 @@ const fn case(label: &'static str, m: usize, n: usize, k: usize, b_transposed: b
         m,
         n,
         k,
+        a_transposed: false,
         b_transposed,
+    }
+}
+
+/// A case whose A is a transposed view.
+const fn case_at(label: &'static str, m: usize, n: usize, k: usize) -> Case {
+    Case {
+        a_transposed: true,
+        ..case(label, m, n, k, false)
     }
 }
 
@@ -62,6 +73,12 @@ pub fn cases(quick: bool) -> Vec<Case> {
         case("attn QKᵀ 1024² k64", 1024, 1024, 64, true),
         case("attn PV m1024 n64 k1024", 1024, 64, 1024, false),
         case("attn PV m1024 n32 k1024", 1024, 32, 1024, false),
+        // The `small` U-Net's 8x8 transformer at batch 64 (4096 tokens of 64 channels):
+        // a linear layer's x·Wᵀ and its weight gradients (dW = dYᵀ X; the feed-forward's
+        // output layer, Xᵀ dY = dWᵀ).
+        case("linear xWᵀ m4096 n64 k64", 4096, 64, 64, true),
+        case_at("linear dYᵀX m64 n64 k4096", 64, 64, 4096),
+        case_at("linear XᵀdY m256 n64 k4096", 256, 64, 4096),
     ]);
     v
 }
@@ -89,13 +106,31 @@ fn row(c: Case, threads: usize, reps: usize, peak_gflops: f64) -> Row {
     let (m, n, k) = (c.m, c.n, c.k);
     let a = random_f32(m * k, 1);
     let b = random_f32(k * n, 2);
+    let (rsa, csa) = if c.a_transposed { (1, m) } else { (k, 1) };
     let (rsb, csb) = if c.b_transposed { (1, k) } else { (n, 1) };
     let mut c_ours = vec![0.0f32; m * n];
     let mut c_peer = vec![0.0f32; m * n];
 
-    let mut ours = || sgemm(m, n, k, &a, k, 1, &b, rsb, csb, &mut c_ours, n, false, true);
+    let mut ours = || {
+        sgemm(
+            m,
+            n,
+            k,
+            &a,
+            rsa,
+            csa,
+            &b,
+            rsb,
+            csb,
+            &mut c_ours,
+            n,
+            false,
+            true,
+        )
+    };
     let mut peer = || {
-        // SAFETY: a is m×k row-major, b is k×n with strides (rsb, csb), c is m×n row-major;
+        // SAFETY: a is m×k with strides (rsa, csa), b is k×n with strides (rsb, csb), c is
+        // m×n row-major;
         // all three slices are exactly that long, so every access is in bounds.
         unsafe {
             matrixmultiply::sgemm(
@@ -104,8 +139,8 @@ fn row(c: Case, threads: usize, reps: usize, peak_gflops: f64) -> Row {
                 n,
                 1.0,
                 a.as_ptr(),
-                k as isize,
-                1,
+                rsa as isize,
+                csa as isize,
                 b.as_ptr(),
                 rsb as isize,
                 csb as isize,
