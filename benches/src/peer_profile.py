@@ -8,26 +8,15 @@ step is the peer script's (text encoder + U-Net forward, MSE, backward, AdamW), 
 pooled text and the x / y input channels filled in as `peer_wrapper.py` does; compare the
 table with kuosan's `KUOSAN_PROFILE=1` one.
 """
-import argparse, json
+import argparse, json, os, sys
 
 import torch
 from diffusers import UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-_forward = UNet2DConditionModel.forward
-
-
-def forward(self, sample, timestep, encoder_hidden_states, class_labels=None, **kw):
-    if class_labels is None and self.class_embedding is not None:
-        class_labels = encoder_hidden_states[:, -1]
-    out = _forward(self, sample, timestep, encoder_hidden_states, class_labels=class_labels, **kw)
-    extra = sample.shape[1] - out.sample.shape[1]
-    if extra > 0:
-        out.sample = torch.cat([out.sample, sample[:, -extra:].detach()], dim=1)
-    return out
-
-
-UNet2DConditionModel.forward = forward
+# The same model as kuosan's: the pooled text and the x / y channels (see the wrapper).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peer_wrapper  # noqa: E402,F401  (patches UNet2DConditionModel.forward)
 
 
 def load(path):
