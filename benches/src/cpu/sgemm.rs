@@ -130,8 +130,8 @@ fn row(c: Case, threads: usize, reps: usize, peak_gflops: f64) -> Row {
     };
     let mut peer = || {
         // SAFETY: a is m×k with strides (rsa, csa), b is k×n with strides (rsb, csb), c is
-        // m×n row-major;
-        // all three slices are exactly that long, so every access is in bounds.
+        // m×n row-major; all three slices are exactly that long, so every access is in
+        // bounds.
         unsafe {
             matrixmultiply::sgemm(
                 m,

@@ -35,7 +35,7 @@ const MAX_LANES: usize = 16;
 
 /// The largest element of `xs` (-inf when empty; NaNs skipped, as by `max`), in
 /// `MAX_LANES` running maxima: one running max is a chain of dependent compares (~4
-/// cycles an element; a third of attention's forward at 64 keys), lanes vectorise. The
+/// cycles an element), lanes vectorise. The
 /// maximum's value does not depend on the order; only a zero maximum's sign may, and
 /// exp(x - max) and max + ln(sum) give the same bits for either zero.
 #[inline(always)]
