@@ -366,6 +366,8 @@ pub fn run_child(
                 prediction: cfg.prediction,
                 min_snr_gamma: cfg.train.min_snr_gamma,
                 snr_floor: cfg.train.snr_floor,
+                // The peer's loss has no edge weights; a host-side map, cheap either way.
+                edge_weight: None,
             },
             grad_clip: cfg.train.grad_clip,
             // The peer's step trains the text encoder with the U-Net; so does ours here,

@@ -351,6 +351,7 @@ fn losses_by_hand_with_gradients() {
                 prediction,
                 min_snr_gamma: gamma,
                 snr_floor: floor,
+                edge_weight: None,
             };
             let out = tensor(&outv, &shape).with_grad();
             let loss = diffusion_loss(&out, &x0, &eps, &t, &s, &cfg).unwrap();
@@ -405,6 +406,78 @@ fn losses_by_hand_with_gradients() {
             assert_eq!(via.to_scalar::<f32>().unwrap(), got as f32);
         }
     }
+}
+
+#[test]
+fn edge_weights_by_hand_and_in_the_loss() {
+    // Two 4 x 5 pictures of 2 channels: a flat one (all weights 1) and one with a lit
+    // pixel at (row 1, col 1) in channel 1 only, where |x0(p) - x0(q)| is 2 for p in
+    // its 3 x 3 neighbourhood (g = 1) and 0 elsewhere.
+    let (h, w) = (4, 5);
+    let mut x0v = vec![-1.0; 2 * 2 * h * w];
+    x0v[(2 + 1) * h * w + w + 1] = 1.0;
+    let x0 = tensor(&x0v, &[2, 2, h, w]);
+    let alpha = 3.0;
+    let m = edge_weights(&x0, alpha).unwrap();
+    assert_eq!(m.dims(), &[2, 1, h, w]);
+    let m = f32s(&m);
+    assert!(m[..h * w].iter().all(|&e| (e - 1.0).abs() < 1e-7));
+    let raw: Vec<f64> = (0..h * w)
+        .map(|i| {
+            let (y, x) = (i / w, i % w);
+            if y <= 2 && x <= 2 {
+                1.0 + alpha
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let mean = raw.iter().sum::<f64>() / (h * w) as f64;
+    for (i, r) in raw.iter().enumerate() {
+        assert!((m[h * w + i] - r / mean).abs() < 1e-6, "pixel {i}");
+    }
+
+    // The loss weighs each pixel's squared error by m (both channels alike).
+    let s = cosine();
+    let n = x0v.len();
+    let eps = tensor(&normals(n, 21), &[2, 2, h, w]);
+    let outv = normals(n, 22);
+    let t = [100usize, 700];
+    let cfg = LossConfig {
+        prediction: Prediction::V,
+        min_snr_gamma: None,
+        snr_floor: None,
+        edge_weight: Some(alpha),
+    };
+    let out = tensor(&outv, &[2, 2, h, w]).with_grad();
+    let loss = diffusion_loss(&out, &x0, &eps, &t, &s, &cfg).unwrap();
+    let target = f32s(&Prediction::V.target(&x0, &eps, &t, &s).unwrap());
+    let o = f32s(&out);
+    let (mut want, mut want_grad) = (0.0, vec![0.0; n]);
+    for i in 0..n {
+        let (b, p) = (i / (2 * h * w), i % (h * w));
+        let d = o[i] - target[i];
+        want += m[b * h * w + p] * d * d / n as f64;
+        want_grad[i] = 2.0 * m[b * h * w + p] * d / n as f64;
+    }
+    let got = loss.to_scalar::<f32>().unwrap() as f64;
+    assert!((got - want).abs() < 1e-5 * want, "{got} vs {want}");
+    loss.backward().unwrap();
+    assert_close(
+        "dloss/dout",
+        &f32s(&out.grad().unwrap()),
+        &want_grad,
+        1e-7,
+        1e-4,
+    );
+
+    // Bad arguments: not pictures, a negative or non-finite weight.
+    assert_err_contains(
+        edge_weights(&tensor(&[0.0; 8], &[2, 4]), 1.0),
+        "[B, C, H, W]",
+    );
+    assert_err_contains(edge_weights(&x0, -1.0), "edge_weight must be");
+    assert_err_contains(edge_weights(&x0, f64::NAN), "edge_weight must be");
 }
 
 #[test]
@@ -1207,6 +1280,7 @@ fn gpu_steps_match_cpu() {
         prediction: Prediction::V,
         min_snr_gamma: Some(MIN_SNR_GAMMA),
         snr_floor: None,
+        edge_weight: None,
     };
     let run = |dev: &Device| {
         let on = |v: Vec<f64>| tensor(&v, &shape).to_device(dev).unwrap();

@@ -388,6 +388,7 @@ fn coordinate_channels_and_text_lr_scale_round_trip() {
     cfg.coord_channels = true;
     cfg.unet.in_channels = 5;
     cfg.train.text_lr_scale = 3.0;
+    cfg.train.edge_weight = Some(8.0);
     let back = ModelConfig::from_json(&cfg.to_json(), "test").unwrap();
     assert_eq!(back, cfg);
     assert_eq!(cfg.image_channels(), 3);
@@ -409,4 +410,8 @@ fn coordinate_channels_and_text_lr_scale_round_trip() {
     v["train"]["text_lr_scale"] = serde_json::json!(-1.0);
     let e = ModelConfig::from_json(&v, "cfg.json").unwrap_err();
     assert!(e.contains("text_lr_scale"), "{e}");
+    let mut v = cfg.to_json();
+    v["train"]["edge_weight"] = serde_json::json!(-2.0);
+    let e = ModelConfig::from_json(&v, "cfg.json").unwrap_err();
+    assert!(e.contains("train.edge_weight"), "{e}");
 }

@@ -24,6 +24,8 @@ pub struct TrainConfig {
     pub min_snr_gamma: Option<f64>,
     /// A floor under the loss weight in x0 terms (`LossConfig::snr_floor`).
     pub snr_floor: Option<f64>,
+    /// Extra loss weight on the clean picture's edges (`LossConfig::edge_weight`).
+    pub edge_weight: Option<f64>,
     pub grad_clip: f64,
     pub weight_decay: f64,
     /// The text encoder learns at this multiple of `lr`; 0 freezes it (after its
@@ -281,6 +283,7 @@ impl ModelConfig {
                 cond_drop: 0.1,
                 min_snr_gamma: min_snr,
                 snr_floor,
+                edge_weight: None,
                 grad_clip: 1.0,
                 weight_decay: 0.01,
                 text_lr_scale: text_lr,
@@ -307,7 +310,7 @@ impl ModelConfig {
             "train": {
                 "lr": t.lr, "batch": t.batch, "steps": t.steps, "warmup": t.warmup,
                 "ema_decay": t.ema_decay, "cond_drop": t.cond_drop, "min_snr_gamma": t.min_snr_gamma, "snr_floor": t.snr_floor,
-                "grad_clip": t.grad_clip, "weight_decay": t.weight_decay, "text_lr_scale": t.text_lr_scale,
+                "edge_weight": t.edge_weight, "grad_clip": t.grad_clip, "weight_decay": t.weight_decay, "text_lr_scale": t.text_lr_scale,
                 "timestep_bias_strategy": t.timestep_bias.strategy.name(),
                 "timestep_bias_multiplier": t.timestep_bias.multiplier,
                 "timestep_bias_portion": t.timestep_bias.portion,
@@ -386,6 +389,7 @@ impl ModelConfig {
             "cond_drop",
             "min_snr_gamma",
             "snr_floor",
+            "edge_weight",
             "grad_clip",
             "weight_decay",
             "text_lr_scale",
@@ -413,6 +417,7 @@ impl ModelConfig {
             cond_drop: num("cond_drop")?,
             min_snr_gamma: tr.get("min_snr_gamma").and_then(Value::as_f64),
             snr_floor: tr.get("snr_floor").and_then(Value::as_f64),
+            edge_weight: tr.get("edge_weight").and_then(Value::as_f64),
             grad_clip: num("grad_clip")?,
             weight_decay: num("weight_decay")?,
             text_lr_scale: match tr.get("text_lr_scale") {
@@ -465,6 +470,13 @@ impl ModelConfig {
             if !(f >= 0.0 && f.is_finite() && f <= cap) {
                 return Err(format!(
                     "{origin}: train.snr_floor must be a finite number >= 0 and <= train.min_snr_gamma, got {f}"
+                ));
+            }
+        }
+        if let Some(a) = train.edge_weight {
+            if !(a >= 0.0 && a.is_finite()) {
+                return Err(format!(
+                    "{origin}: train.edge_weight must be a finite number >= 0, got {a}"
                 ));
             }
         }

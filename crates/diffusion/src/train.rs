@@ -188,6 +188,7 @@ pub fn train(opts: &TrainOptions, mut on_step: impl FnMut(&Progress)) -> Result<
             prediction: cfg.prediction,
             min_snr_gamma: t.min_snr_gamma,
             snr_floor: t.snr_floor,
+            edge_weight: t.edge_weight,
         },
         grad_clip: t.grad_clip,
         train_text: t.text_lr_scale > 0.0,
