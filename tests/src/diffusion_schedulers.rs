@@ -331,6 +331,37 @@ fn q_sample_targets_and_min_snr_weights_by_hand() {
     assert!((we[0] - 5.0 / snr[0]).abs() < 1e-15 && we[2] == 1.0);
 }
 
+/// Checks a rank-0 `loss` of `out` against the weighted mean of squared errors,
+/// sum_i weight(i) (out_i - target_i)^2 / n, and its gradient 2 weight(i) (out_i -
+/// target_i) / n after backward; returns the loss.
+fn assert_weighted_mse(
+    loss: &Tensor,
+    out: &Tensor,
+    target: &[f64],
+    weight: impl Fn(usize) -> f64,
+    what: &str,
+) -> f64 {
+    let o = f32s(out);
+    let n = o.len();
+    let (mut want, mut want_grad) = (0.0, vec![0.0; n]);
+    for i in 0..n {
+        let d = o[i] - target[i];
+        want += weight(i) * d * d / n as f64;
+        want_grad[i] = 2.0 * weight(i) * d / n as f64;
+    }
+    let got = loss.to_scalar::<f32>().unwrap() as f64;
+    assert!((got - want).abs() < 1e-5 * want, "{what}: {got} vs {want}");
+    loss.backward().unwrap();
+    assert_close(
+        "dloss/dout",
+        &f32s(&out.grad().unwrap()),
+        &want_grad,
+        1e-7,
+        1e-4,
+    );
+    got
+}
+
 #[test]
 fn losses_by_hand_with_gradients() {
     let s = cosine();
@@ -368,25 +399,7 @@ fn losses_by_hand_with_gradients() {
                 )
                 .unwrap(),
             };
-            let o = f32s(&out);
-            let mut want = 0.0;
-            let mut want_grad = vec![0.0; n];
-            for i in 0..n {
-                let b = i / 12;
-                let d = o[i] - target[i];
-                want += w[b] * d * d / n as f64;
-                want_grad[i] = 2.0 * w[b] * d / n as f64;
-            }
-            let got = loss.to_scalar::<f32>().unwrap() as f64;
-            assert!((got - want).abs() < 1e-5 * want, "{cfg:?}: {got} vs {want}");
-            loss.backward().unwrap();
-            assert_close(
-                "dloss/dout",
-                &f32s(&out.grad().unwrap()),
-                &want_grad,
-                1e-7,
-                1e-4,
-            );
+            let got = assert_weighted_mse(&loss, &out, &target, |i| w[i / 12], &format!("{cfg:?}"));
 
             // p_losses = q_sample + model + diffusion_loss.
             let model_out = tensor(&outv, &shape);
@@ -452,24 +465,9 @@ fn edge_weights_by_hand_and_in_the_loss() {
     let out = tensor(&outv, &[2, 2, h, w]).with_grad();
     let loss = diffusion_loss(&out, &x0, &eps, &t, &s, &cfg).unwrap();
     let target = f32s(&Prediction::V.target(&x0, &eps, &t, &s).unwrap());
-    let o = f32s(&out);
-    let (mut want, mut want_grad) = (0.0, vec![0.0; n]);
-    for i in 0..n {
-        let (b, p) = (i / (2 * h * w), i % (h * w));
-        let d = o[i] - target[i];
-        want += m[b * h * w + p] * d * d / n as f64;
-        want_grad[i] = 2.0 * m[b * h * w + p] * d / n as f64;
-    }
-    let got = loss.to_scalar::<f32>().unwrap() as f64;
-    assert!((got - want).abs() < 1e-5 * want, "{got} vs {want}");
-    loss.backward().unwrap();
-    assert_close(
-        "dloss/dout",
-        &f32s(&out.grad().unwrap()),
-        &want_grad,
-        1e-7,
-        1e-4,
-    );
+    // Pixel p of picture b has weight m[b, p], in both channels.
+    let weight = |i: usize| m[i / (2 * h * w) * h * w + i % (h * w)];
+    assert_weighted_mse(&loss, &out, &target, weight, "edge weights");
 
     // Bad arguments: not pictures, a negative or non-finite weight.
     assert_err_contains(

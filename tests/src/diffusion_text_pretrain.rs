@@ -393,7 +393,7 @@ fn every_preset_round_trips_and_small_pretrains_then_freezes_its_text_encoder() 
             assert_eq!(back, cfg, "{name} with {channels} channels");
         }
     }
-    // What the README says the CPU default does (runs S-Y0, G20).
+    // What the README says the CPU default does (runs S-Y0, G20, E3).
     let s = ModelConfig::preset("small", 3, 32).unwrap();
     assert!(s.train.text_pretrain.steps > 0 && s.train.text_pretrain.contrastive > 0.0);
     assert_eq!(s.train.text_lr_scale, 0.0);
@@ -403,8 +403,10 @@ fn every_preset_round_trips_and_small_pretrains_then_freezes_its_text_encoder() 
         (s.train.min_snr_gamma, s.train.snr_floor),
         (Some(20.0), Some(1.0))
     );
+    assert_eq!(s.train.edge_weight, Some(3.0));
     // tiny stays the plain model the unit tests were written for.
     let t = ModelConfig::preset("tiny", 3, 32).unwrap();
     assert_eq!(t.train.text_pretrain, PretrainConfig::NONE);
     assert_eq!(t.train.text_lr_scale, 1.0);
+    assert_eq!(t.train.edge_weight, None);
 }

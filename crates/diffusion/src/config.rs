@@ -73,6 +73,8 @@ struct Preset {
     min_snr: Option<f64>,
     /// The floor under the x0-terms loss weight (`TrainConfig::snr_floor`).
     snr_floor: Option<f64>,
+    /// Extra loss weight on the clean picture's outlines (`TrainConfig::edge_weight`).
+    edge: Option<f64>,
     /// v-prediction (else epsilon).
     v: bool,
     coords: bool,
@@ -124,6 +126,7 @@ impl ModelConfig {
                 schedule: BetaSchedule::cosine(),
                 min_snr: None,
                 snr_floor: None,
+                edge: None,
                 v: false,
                 coords: false,
                 bias: TimestepBias::default(),
@@ -148,7 +151,9 @@ impl ModelConfig {
             //   weight in x0 terms is clamp(SNR, 1, 20): a floor of 1 so the noisiest
             //   steps still teach (runs G-K, W), and a cap of 20 rather than min-SNR's
             //   5, so the nearly clean steps that draw the corners weigh more (shapes
-            //   48 -> 53% right, run G20);
+            //   48 -> 53% right, run G20), and a pixel on the clean picture's outline
+            //   weighs up to 4x a flat one (edge weight 3: the outline is what the
+            //   shape is read from; 68 -> 75% all attributes, run E3);
             // - x/y input channels (CoordConv) and AdaGN resnets (scale_shift), which
             //   give "on the left" a place to attach to (runs Q, W).
             "small" => Preset {
@@ -166,6 +171,7 @@ impl ModelConfig {
                 schedule: BetaSchedule::cosine(),
                 min_snr: Some(20.0),
                 snr_floor: Some(1.0),
+                edge: Some(3.0),
                 v: true,
                 coords: true,
                 bias: TimestepBias {
@@ -200,6 +206,7 @@ impl ModelConfig {
                 schedule: BetaSchedule::linear(),
                 min_snr: None,
                 snr_floor: None,
+                edge: None,
                 v: false,
                 coords: false,
                 bias: TimestepBias::default(),
@@ -228,6 +235,7 @@ impl ModelConfig {
             schedule,
             min_snr,
             snr_floor,
+            edge,
             v,
             coords,
             bias,
@@ -283,7 +291,7 @@ impl ModelConfig {
                 cond_drop: 0.1,
                 min_snr_gamma: min_snr,
                 snr_floor,
-                edge_weight: None,
+                edge_weight: edge,
                 grad_clip: 1.0,
                 weight_decay: 0.01,
                 text_lr_scale: text_lr,
