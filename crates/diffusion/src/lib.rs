@@ -28,8 +28,8 @@ pub mod unet;
 
 pub use guidance::{classifier_free_guidance, double_batch, guide, split_batch};
 pub use loss::{
-    diffusion_loss, edge_weights, min_snr_weights, p_losses, q_sample, snr_clamp_weights,
-    LossConfig, Prediction, MIN_SNR_GAMMA,
+    diffusion_loss, diffusion_loss_weighted, edge_weights, min_snr_weights, p_losses, q_sample,
+    snr_clamp_weights, LossConfig, Prediction, MIN_SNR_GAMMA,
 };
 pub use schedule::{BetaSchedule, NoiseSchedule};
 pub use scheduler::{

@@ -120,6 +120,17 @@ pub struct LossConfig {
     pub edge_weight: Option<f64>,
 }
 
+impl LossConfig {
+    /// The per-pixel weights this loss puts on clean pictures `x0` [B, C, H, W]:
+    /// [`edge_weights`] when `edge_weight` is on, else None (all pixels alike).
+    pub fn pixel_weights(&self, x0: &Tensor) -> Result<Option<Tensor>> {
+        self.edge_weight
+            .filter(|&a| a != 0.0)
+            .map(|a| edge_weights(x0, a))
+            .transpose()
+    }
+}
+
 impl Default for LossConfig {
     /// Epsilon prediction, plain MSE (Ho et al. 2020's L_simple, eq. 14).
     fn default() -> Self {
@@ -210,6 +221,23 @@ pub fn diffusion_loss(
     config: &LossConfig,
 ) -> Result<Tensor> {
     same_shape("diffusion_loss", model_output, x0)?;
+    let m = config.pixel_weights(x0)?;
+    diffusion_loss_weighted(model_output, x0, noise, t, schedule, config, m.as_ref())
+}
+
+/// [`diffusion_loss`] with the per-pixel weights `config.pixel_weights(x0)` gave
+/// computed ahead: the trainer does so before the forward, so that reading x0 back from
+/// a GPU does not stall the step in its middle.
+pub fn diffusion_loss_weighted(
+    model_output: &Tensor,
+    x0: &Tensor,
+    noise: &Tensor,
+    t: &[usize],
+    schedule: &NoiseSchedule,
+    config: &LossConfig,
+    pixel_weights: Option<&Tensor>,
+) -> Result<Tensor> {
+    same_shape("diffusion_loss", model_output, x0)?;
     if t.is_empty() {
         return Err(arg_error(
             "diffusion_loss",
@@ -218,8 +246,8 @@ pub fn diffusion_loss(
     }
     let target = config.prediction.target(x0, noise, t, schedule)?;
     let mut sq = model_output.sub(&target)?.sqr()?;
-    if let Some(alpha) = config.edge_weight.filter(|&a| a != 0.0) {
-        sq = sq.mul(&edge_weights(x0, alpha)?)?;
+    if let Some(m) = pixel_weights {
+        sq = sq.mul(m)?;
     }
     match (config.snr_floor, config.min_snr_gamma) {
         (None, None) => sq.mean_all(),

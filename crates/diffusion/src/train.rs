@@ -12,7 +12,7 @@ use crate::models::Models;
 use crate::run::{RunDir, TrainState};
 use crate::sample::{sample, SampleOptions, SamplerKind};
 use crate::text_pretrain::pretrain_text;
-use crate::{diffusion_loss, q_sample, LossConfig, NoiseSchedule};
+use crate::{diffusion_loss_weighted, q_sample, LossConfig, NoiseSchedule};
 use kuosan_nn::{clip_grad_norm, AdamW, AdamWConfig, Ema, Error, LrSchedule, Result};
 use kuosan_tensor::{no_grad, Device, Philox, Tensor};
 use std::io::Write;
@@ -358,6 +358,8 @@ pub fn train_step(
     step: u64,
 ) -> Result<Tensor> {
     let x_t = q_sample(&batch.x0, &batch.t, &batch.noise, &rule.schedule)?;
+    // Before the forward: on a GPU the edge weights read x0 back to the host.
+    let pixel_weights = rule.loss.pixel_weights(&batch.x0)?;
     let ctx = if rule.train_text {
         models.encode(&batch.captions)?
     } else {
@@ -366,13 +368,14 @@ pub fn train_step(
     };
     let tf: Vec<f64> = batch.t.iter().map(|&s| s as f64).collect();
     let out = models.predict(&x_t, &tf, &ctx)?;
-    let loss = diffusion_loss(
+    let loss = diffusion_loss_weighted(
         &out,
         &batch.x0,
         &batch.noise,
         &batch.t,
         &rule.schedule,
         &rule.loss,
+        pixel_weights.as_ref(),
     )?;
     loss.backward()?;
     let gnorm = clip_grad_norm(opt.params(), rule.grad_clip)?;
