@@ -69,6 +69,49 @@ fn shapes_deterministic_per_seed() {
 }
 
 #[test]
+fn shapes_pair_share() {
+    let is_pair = |d: &ShapesDataset, i| matches!(d.scene(i).layout, Layout::Pair(_));
+    let share = |d: &ShapesDataset| (0..4000).filter(|&i| is_pair(d, i)).count() as f64 / 4000.0;
+    let half = ShapesDataset::new(3, 4000, 32);
+    let more = ShapesDataset::with_pairs(3, 4000, 32, 750);
+    assert!((share(&half) - 0.5).abs() < 0.03, "{}", share(&half));
+    assert!((share(&more) - 0.75).abs() < 0.03, "{}", share(&more));
+    assert_eq!(share(&ShapesDataset::with_pairs(3, 4000, 32, 0)), 0.0);
+    assert_eq!(share(&ShapesDataset::with_pairs(3, 4000, 32, 1000)), 1.0);
+    // One threshold on the same word: raising the share only turns singles into pairs,
+    // and an item that stays what it was is the same item.
+    for i in 0..4000 {
+        if is_pair(&half, i) {
+            assert!(is_pair(&more, i), "item {i}");
+            assert_eq!(half.get(i).unwrap(), more.get(i).unwrap(), "item {i}");
+        }
+    }
+    // The spec carries the share; bad ones say what is allowed.
+    assert_eq!(
+        DataSpec::parse("shapes:pairs=0.75").unwrap(),
+        DataSpec::Shapes {
+            pairs_permille: 750
+        }
+    );
+    assert_eq!(
+        DataSpec::parse("shapes:pairs=0.5").unwrap(),
+        DataSpec::shapes()
+    );
+    let opts = DataOptions {
+        shapes_len: 10,
+        ..DataOptions::default()
+    };
+    for bad in [
+        "shapes:pairs=1.5",
+        "shapes:pairs=-0.1",
+        "shapes:pairs=x",
+        "shapes:0.7",
+    ] {
+        assert_err_contains(parse_spec(bad, &opts), &["pairs=F", "[0, 1]"]);
+    }
+}
+
+#[test]
 fn shapes_images_in_range_on_black() {
     let ds = ShapesDataset::new(1, 64, 32);
     assert_eq!((ds.channels(), ds.size()), (3, 32));
@@ -638,7 +681,7 @@ fn data_specs() {
         shapes_len: 10,
         ..DataOptions::default()
     };
-    assert_eq!(DataSpec::parse("shapes").unwrap(), DataSpec::Shapes);
+    assert_eq!(DataSpec::parse("shapes").unwrap(), DataSpec::shapes());
     assert_eq!(
         DataSpec::parse("mnist:/x/y").unwrap(),
         DataSpec::Mnist(PathBuf::from("/x/y"))

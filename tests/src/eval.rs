@@ -1,8 +1,8 @@
 //! Evaluation: the `shapes` reader scores the generator's own pictures (clean and
-//! noisy) >= 99% per attribute and catches wrong attributes.
+//! noisy and blurred) >= 99% per attribute and catches wrong attributes.
 
 use kuosan_diffusion::data::shapes::{Color, Layout, Relation, Scene, ShapesDataset};
-use kuosan_diffusion::eval::shapes_check::{detect, score, ATTRIBUTES};
+use kuosan_diffusion::eval::shapes_check::{detect, score, score_with, ShapeRule, ATTRIBUTES};
 use kuosan_diffusion::eval::Tally;
 use kuosan_diffusion::image::Image;
 use kuosan_tensor::Philox;
@@ -48,6 +48,87 @@ fn shapes_checker_reads_the_generator() {
     // The geometry is defined on the canvas, so other sizes read the same.
     let big = ShapesDataset::new(11, 300, 64);
     assert_at_least(&tally(&big, 300, 0.0, 0), 0.99, "clean 64x64");
+}
+
+/// `img` blurred by a Gaussian of `sigma` pixels (separable, edges clamped, 8-bit out).
+fn blur(img: &Image, sigma: f32) -> Image {
+    let r = (3.0 * sigma).ceil() as i64;
+    let k: Vec<f32> = (-r..=r)
+        .map(|d| (-(d * d) as f32 / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let ks: f32 = k.iter().sum();
+    let (w, h, c) = (img.width as i64, img.height as i64, img.channels);
+    let pass = |src: &[f32], horizontal: bool| -> Vec<f32> {
+        let mut out = vec![0.0; src.len()];
+        for y in 0..h {
+            for x in 0..w {
+                for ch in 0..c {
+                    let mut acc = 0.0;
+                    for (j, d) in (-r..=r).enumerate() {
+                        let (sx, sy) = if horizontal {
+                            ((x + d).clamp(0, w - 1), y)
+                        } else {
+                            (x, (y + d).clamp(0, h - 1))
+                        };
+                        acc += k[j] * src[((sy * w + sx) as usize) * c + ch];
+                    }
+                    out[((y * w + x) as usize) * c + ch] = acc / ks;
+                }
+            }
+        }
+        out
+    };
+    let src: Vec<f32> = img.data.iter().map(|&p| p as f32).collect();
+    let out = pass(&pass(&src, true), false);
+    let mut b = img.clone();
+    for (p, v) in b.data.iter_mut().zip(out) {
+        *p = v.round().clamp(0.0, 255.0) as u8;
+    }
+    b
+}
+
+#[test]
+fn shapes_checker_reads_blurred_outlines() {
+    // A sampler draws soft edges: a triangle's apex and base corners fall below half
+    // coverage first, so its box shrinks and fills more (0.67 at 0.8 px for a small
+    // one). The outline rule still reads it from the top / bottom balance; the old
+    // fill-only rule reads many as circles, which is why it was replaced.
+    let ds = ShapesDataset::new(5, 600, 32);
+    for sigma in [0.8f32, 1.0] {
+        let (mut outline, mut fill) = (Tally::default(), Tally::default());
+        for i in 0..600 {
+            let (img, scene) = (blur(&ds.image(i), sigma), ds.scene(i));
+            outline.add(score(&img, &scene).judged());
+            fill.add(score_with(&img, &scene, ShapeRule::FillOnly).judged());
+        }
+        assert_at_least(&outline, 0.99, &format!("blurred by {sigma} px"));
+        let by_fill = fill.accuracy("shape").unwrap();
+        assert!(
+            by_fill < 0.95,
+            "fill-only rule at {sigma} px: shape {by_fill}"
+        );
+    }
+    // Unblurred, the two rules agree on the generator's pictures.
+    for i in 0..300 {
+        let (img, scene) = (ds.image(i), ds.scene(i));
+        assert_eq!(
+            score(&img, &scene),
+            score_with(&img, &scene, ShapeRule::FillOnly),
+            "item {i}"
+        );
+    }
+    // The balance itself: a triangle (apex up) holds ~1/3 of its bottom half's pixels
+    // in its top half, circles and squares half and half.
+    for i in 0..300 {
+        for d in detect(&ds.image(i)) {
+            let want = if d.shape == kuosan_diffusion::data::shapes::ShapeKind::Triangle {
+                0.3..0.5
+            } else {
+                0.9..1.1
+            };
+            assert!(want.contains(&d.balance), "item {i}: {d:?}");
+        }
+    }
 }
 
 #[test]
@@ -229,7 +310,7 @@ fn evaluate_reports_every_prompt() {
     // shapes: 18 prompts, every attribute judged, English and Chinese halves.
     let cfg = ModelConfig::preset("tiny", 3, 32).unwrap();
     let models = Models::new(&cfg, &Device::Cpu, 0).unwrap();
-    let spec = DataSpec::Shapes;
+    let spec = DataSpec::shapes();
     let judge = Judge::for_data(&spec, &Device::Cpu, |_| {}).unwrap();
     let mut calls = 0;
     let r = evaluate(&models, &cfg, &spec, &judge, &o, |_, _| calls += 1).unwrap();

@@ -57,7 +57,7 @@ pub struct TrainArgs {
 fn grid_prompts(data: &DataSpec) -> Vec<String> {
     let p: &[&str] = match data {
         // In the captions' own forms (size and place always named for one object).
-        DataSpec::Shapes => &[
+        DataSpec::Shapes { .. } => &[
             "a large red circle in the centre",
             "a small blue square on the left",
             "左边是一个大的黄色圆形",

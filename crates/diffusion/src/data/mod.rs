@@ -13,7 +13,7 @@ pub mod shapes;
 
 pub use folder::FolderDataset;
 pub use idx::{IdxDataset, IdxKind};
-pub use shapes::ShapesDataset;
+pub use shapes::{ShapesDataset, DEFAULT_PAIRS_PERMILLE};
 
 use crate::image::ImageError;
 use kuosan_tensor::{philox4x32_10, Device, Tensor};
@@ -147,7 +147,11 @@ impl Default for DataOptions {
 /// A parsed data spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DataSpec {
-    Shapes,
+    /// The generated shapes; `pairs_permille` / 1000 of the items are pairs
+    /// (`shapes:pairs=0.67`; half by default).
+    Shapes {
+        pairs_permille: u32,
+    },
     Mnist(PathBuf),
     FashionMnist(PathBuf),
     Folder(PathBuf),
@@ -157,7 +161,14 @@ impl DataSpec {
     pub const HELP: &'static str =
         "expected `shapes`, `mnist:DIR`, `fashion-mnist:DIR` or `folder:DIR`";
 
-    /// Parses `shapes` | `mnist:DIR` | `fashion-mnist:DIR` | `folder:DIR`.
+    /// The default `shapes`: half pairs.
+    pub fn shapes() -> DataSpec {
+        DataSpec::Shapes {
+            pairs_permille: DEFAULT_PAIRS_PERMILLE,
+        }
+    }
+
+    /// Parses `shapes` | `shapes:pairs=F` | `mnist:DIR` | `fashion-mnist:DIR` | `folder:DIR`.
     pub fn parse(spec: &str) -> Result<DataSpec> {
         let err = |msg: String| DataError::Spec {
             spec: spec.to_string(),
@@ -173,8 +184,10 @@ impl DataSpec {
         };
         match kind {
             "shapes" => match dir {
-                None => Ok(DataSpec::Shapes),
-                Some(_) => Err(err("`shapes` takes no directory; it is generated".into())),
+                None => Ok(DataSpec::shapes()),
+                Some(opt) => Ok(DataSpec::Shapes {
+                    pairs_permille: parse_pairs(opt).map_err(err)?,
+                }),
             },
             "mnist" => Ok(DataSpec::Mnist(need_dir(dir)?)),
             "fashion-mnist" => Ok(DataSpec::FashionMnist(need_dir(dir)?)),
@@ -193,10 +206,11 @@ impl DataSpec {
             return Err(DataError::Arg("image size must be at least 1".into()));
         }
         Ok(match self {
-            DataSpec::Shapes => Arc::new(ShapesDataset::new(
+            DataSpec::Shapes { pairs_permille } => Arc::new(ShapesDataset::with_pairs(
                 opts.shapes_seed,
                 opts.shapes_len,
                 opts.size,
+                *pairs_permille,
             )),
             DataSpec::Mnist(dir) => Arc::new(IdxDataset::open(
                 dir,
@@ -213,6 +227,26 @@ impl DataSpec {
             DataSpec::Folder(dir) => Arc::new(FolderDataset::open(dir, opts.size)?),
         })
     }
+}
+
+/// The share of pairs in `shapes:pairs=F`: F in [0, 1], kept to a thousandth.
+fn parse_pairs(opt: &str) -> std::result::Result<u32, String> {
+    let bad = || {
+        format!(
+            "`shapes` takes no directory (it is generated), only `pairs=F`, the share of \
+             pictures with two objects, F in [0, 1] (default 0.5); got `{opt}`"
+        )
+    };
+    let f: f64 = opt
+        .strip_prefix("pairs=")
+        .ok_or_else(bad)?
+        .trim()
+        .parse()
+        .map_err(|_| bad())?;
+    if !(0.0..=1.0).contains(&f) {
+        return Err(bad());
+    }
+    Ok((f * 1000.0).round() as u32)
 }
 
 /// Parses a data spec and builds the dataset.

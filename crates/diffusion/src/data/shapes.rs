@@ -439,17 +439,30 @@ impl Draws {
         self.next += 1;
         ((w as u64 * n as u64) >> 32) as usize
     }
+    /// True with probability `permille` / 1000 (multiply-shift of the next word, as `pick`).
+    fn chance(&mut self, permille: u32) -> bool {
+        let w = self.words[self.next];
+        self.next += 1;
+        (w as u64) >= ((1000 - permille.min(1000)) as u64) * (1u64 << 32) / 1000
+    }
     /// -1, 0 or +1 pixels of jitter.
     fn jitter(&mut self) -> f32 {
         self.pick(3) as f32 - 1.0
     }
 }
 
-/// Item i's scene and caption language, pure in (seed, i). Half the items are single
-/// objects and half pairs; half the captions English and half Chinese.
-pub fn generate(seed: u64, i: u64) -> (Scene, Lang) {
+/// The share of pairs among the items, in thousandths, unless the data spec says
+/// otherwise (`shapes:pairs=0.67`): half.
+pub const DEFAULT_PAIRS_PERMILLE: u32 = 500;
+
+/// Item i's scene and caption language, pure in (seed, i): a pair with probability
+/// `pairs_permille` / 1000 (half by default), else a single object; half the captions
+/// English and half Chinese.
+pub fn generate(seed: u64, i: u64, pairs_permille: u32) -> (Scene, Lang) {
     let mut d = Draws::new(seed, i);
-    let pair = d.pick(2) == 1;
+    // The first word against a threshold: at 500 this is `pick(2) == 1`, so the default
+    // data is the same item for item as before the share could be set.
+    let pair = d.chance(pairs_permille);
     let lang = [Lang::En, Lang::Zh][d.pick(2)];
     let scene = if !pair {
         let shape = ShapeKind::ALL[d.pick(3)];
@@ -480,21 +493,33 @@ pub struct ShapesDataset {
     pub seed: u64,
     len: usize,
     size: usize,
+    pairs_permille: u32,
 }
 
 impl ShapesDataset {
+    /// Half pairs, half single objects.
     pub fn new(seed: u64, len: usize, size: usize) -> ShapesDataset {
-        ShapesDataset { seed, len, size }
+        Self::with_pairs(seed, len, size, DEFAULT_PAIRS_PERMILLE)
+    }
+
+    /// A share of `pairs_permille` / 1000 pairs.
+    pub fn with_pairs(seed: u64, len: usize, size: usize, pairs_permille: u32) -> ShapesDataset {
+        ShapesDataset {
+            seed,
+            len,
+            size,
+            pairs_permille: pairs_permille.min(1000),
+        }
     }
 
     /// Item i's scene (the attributes behind its image and captions).
     pub fn scene(&self, i: usize) -> Scene {
-        generate(self.seed, i as u64).0
+        generate(self.seed, i as u64, self.pairs_permille).0
     }
 
     /// The language item i's caption is in.
     pub fn lang(&self, i: usize) -> Lang {
-        generate(self.seed, i as u64).1
+        generate(self.seed, i as u64, self.pairs_permille).1
     }
 
     /// Both captions of item i: (English, Chinese).
@@ -520,7 +545,7 @@ impl Dataset for ShapesDataset {
     }
     fn get(&self, i: usize) -> Result<Sample> {
         check_index(i, self.len, "shapes")?;
-        let (scene, lang) = generate(self.seed, i as u64);
+        let (scene, lang) = generate(self.seed, i as u64, self.pairs_permille);
         Ok(Sample {
             image: scene.render(self.size).to_chw(),
             caption: scene.caption(lang),
@@ -528,8 +553,12 @@ impl Dataset for ShapesDataset {
     }
     fn describe(&self) -> String {
         format!(
-            "shapes (seed {}, {} items, {}x{})",
-            self.seed, self.len, self.size, self.size
+            "shapes (seed {}, {} items, {}x{}, {:.1}% pairs)",
+            self.seed,
+            self.len,
+            self.size,
+            self.size,
+            self.pairs_permille as f64 / 10.0
         )
     }
 }

@@ -7,10 +7,10 @@
 use super::classifier::{CachedClassifier, Classifier};
 use super::frechet::frechet_distance_of;
 use super::prompts::{eval_prompts, unjudgeable, EvalPrompt, Target};
-use super::shapes_check;
+use super::shapes_check::{self, ShapeRule};
 use crate::config::ModelConfig;
 use crate::data::idx::{read_split, IdxKind, PADDED};
-use crate::data::shapes::Lang;
+use crate::data::shapes::{Lang, DEFAULT_PAIRS_PERMILLE};
 use crate::data::{DataSpec, Split};
 use crate::image::Image;
 use crate::models::Models;
@@ -85,7 +85,7 @@ impl Judge {
             })
         };
         match spec {
-            DataSpec::Shapes => Ok(Judge::Shapes),
+            DataSpec::Shapes { .. } => Ok(Judge::Shapes),
             DataSpec::Mnist(dir) => idx(dir, IdxKind::Mnist, log),
             DataSpec::FashionMnist(dir) => idx(dir, IdxKind::FashionMnist, log),
             DataSpec::Folder(dir) => Err(Error::Arg(unjudgeable(dir).to_string())),
@@ -192,6 +192,9 @@ pub struct EvalReport {
     pub frechet_distance: Option<f64>,
     pub frechet_note: Option<&'static str>,
     pub classifier: Option<ClassifierInfo>,
+    /// `shapes`: the same pictures judged with the fill-only shape rule of the reader
+    /// until 2026-12-02 (overall, English, Chinese), comparable with runs measured then.
+    pub fill_rule: Option<[Accuracy; 3]>,
     pub elapsed_s: f64,
 }
 
@@ -220,9 +223,11 @@ pub fn evaluate(
     let total = prompts.len() * o.n;
     let (mut results, mut by_lang) = (Vec::new(), [Tally::default(), Tally::default()]);
     let mut overall = Tally::default();
+    let mut fill_rule = [Tally::default(), Tally::default(), Tally::default()];
     let mut features = Vec::new();
     for (p, prompt) in prompts.iter().enumerate() {
         let mut tally = Tally::default();
+        let mut by_fill = Tally::default();
         let mut done = 0;
         while done < o.n {
             let k = CHUNK.min(o.n - done);
@@ -239,11 +244,20 @@ pub fn evaluate(
                 init: None,
             };
             let images = to_images(&sample(models, cfg, &so, |_, _| {})?)?;
-            judge_images(judge, prompt, &images, &mut tally, &mut features)?;
+            judge_images(
+                judge,
+                prompt,
+                &images,
+                &mut tally,
+                &mut by_fill,
+                &mut features,
+            )?;
             done += k;
             on_progress(p * o.n + done, total);
         }
         overall.merge(&tally);
+        fill_rule[0].merge(&by_fill);
+        fill_rule[1 + (prompt.lang == Lang::Zh) as usize].merge(&by_fill);
         by_lang[(prompt.lang == Lang::Zh) as usize].merge(&tally);
         results.push(PromptResult {
             prompt: prompt.text.clone(),
@@ -281,6 +295,7 @@ pub fn evaluate(
         frechet_note: frechet_distance.map(|_| FRECHET_NOTE),
         frechet_distance,
         classifier,
+        fill_rule: matches!(judge, Judge::Shapes).then(|| fill_rule.map(|t| t.summary())),
         elapsed_s: started.elapsed().as_secs_f64(),
     })
 }
@@ -298,7 +313,12 @@ fn display_width(s: &str) -> usize {
 
 fn describe(spec: &DataSpec) -> String {
     match spec {
-        DataSpec::Shapes => "shapes".into(),
+        DataSpec::Shapes { pairs_permille } if *pairs_permille == DEFAULT_PAIRS_PERMILLE => {
+            "shapes".into()
+        }
+        DataSpec::Shapes { pairs_permille } => {
+            format!("shapes:pairs={}", *pairs_permille as f64 / 1000.0)
+        }
         DataSpec::Mnist(d) => format!("mnist:{}", d.display()),
         DataSpec::FashionMnist(d) => format!("fashion-mnist:{}", d.display()),
         DataSpec::Folder(d) => format!("folder:{}", d.display()),
@@ -324,12 +344,14 @@ fn judge_images(
     prompt: &EvalPrompt,
     images: &[Image],
     tally: &mut Tally,
+    by_fill: &mut Tally,
     features: &mut Vec<Vec<f64>>,
 ) -> Result<()> {
     match (judge, &prompt.target) {
         (Judge::Shapes, Target::Scene(scene)) => {
             for img in images {
                 tally.add(shapes_check::score(img, scene).judged());
+                by_fill.add(shapes_check::score_with(img, scene, ShapeRule::FillOnly).judged());
             }
         }
         (Judge::Classifier { cached, .. }, &Target::Label(label)) => {
@@ -423,6 +445,16 @@ impl EvalReport {
         s += &row("English", &self.english);
         s += &row("Chinese", &self.chinese);
         s += &row("overall", &self.overall);
+        if let Some([all, en, zh]) = &self.fill_rule {
+            s += &format!(
+                "all attributes with the fill-only shape rule (the reader until 2026-12-02): \
+                 {:.1}% (English {:.1}%, Chinese {:.1}%; shape {:.1}%)\n",
+                100.0 * all.accuracy,
+                100.0 * en.accuracy,
+                100.0 * zh.accuracy,
+                100.0 * all.attributes.get("shape").copied().unwrap_or(0.0)
+            );
+        }
         if let Some(c) = &self.classifier {
             s += &format!(
                 "classifier: {} (test accuracy {:.2}%)\n",

@@ -63,7 +63,7 @@ pub fn eval_prompts(spec: &DataSpec) -> Result<Vec<EvalPrompt>, DataError> {
             .collect()
     };
     match spec {
-        DataSpec::Shapes => Ok(shapes_scenes()
+        DataSpec::Shapes { .. } => Ok(shapes_scenes()
             .into_iter()
             .flat_map(|s| {
                 [Lang::En, Lang::Zh].map(|lang| EvalPrompt {

@@ -8,7 +8,13 @@
 //!   8-connected components are the objects (tiny components are noise and dropped);
 //! - colour is the palette colour nearest the component's mean RGB;
 //! - size is large when the box's longer side is nearer 2 x 8 than 2 x 5 canvas units;
-//! - shape is how much of the box is lit: square 1, circle pi/4, triangle 1/2;
+//! - shape is read from the outline's two cues: how the lit pixels split between the
+//!   box's top and bottom halves (a triangle, apex up, holds 1/4 of its area in the top
+//!   half: ratio 1/3; a circle or square 1) and how much of the box is lit (square 1,
+//!   circle pi/4). The balance tells a triangle whose apex and corners are blurred off
+//!   from a circle, where the fill alone (triangle 1/2) no longer does: a generator
+//!   triangle blurred by a Gaussian of 0.8 px fills 0.67 of its box, past the old
+//!   fill-only rule's 0.64 ([`ShapeRule`]);
 //! - position is the box centre through `Position::classify`, and a pair's relation is
 //!   which axis separates the two centres more.
 
@@ -21,11 +27,27 @@ use crate::image::Image;
 /// smallest object, a small triangle, covers ~50.
 const MIN_AREA: f32 = 12.0;
 
+/// How a shape is read from a component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShapeRule {
+    /// The fill of the box and the top / bottom balance (the reader since 2026-12-03).
+    Outline,
+    /// The fill of the box alone (the reader until 2026-12-02), kept so that eval can
+    /// still report the figure earlier runs were measured with.
+    FillOnly,
+}
+
 /// One object as read from the pixels (canvas units).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Detected {
     pub color: Color,
+    /// The shape by the outline rule.
     pub shape: ShapeKind,
+    /// The shape by the fill alone.
+    pub shape_by_fill: ShapeKind,
+    /// Lit pixels in the box's top half over those in its bottom half (the middle row,
+    /// if any, split between them).
+    pub balance: f32,
     pub size: Size,
     pub position: Position,
     /// Bounding-box centre.
@@ -56,10 +78,12 @@ pub fn detect(img: &Image) -> Vec<Detected> {
         let mut stack = vec![start];
         seen[start] = true;
         let (mut n, mut sum) = (0usize, [0f32; 3]);
+        let mut rows = Vec::new();
         let (mut x0, mut x1, mut y0, mut y1) = (w, 0, h, 0);
         while let Some(i) = stack.pop() {
             let (x, y) = (i % w, i / w);
             n += 1;
+            rows.push(y);
             let p = rgb(x, y);
             (0..3).for_each(|k| sum[k] += p[k]);
             (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
@@ -84,6 +108,16 @@ pub fn detect(img: &Image) -> Vec<Detected> {
         let mean = sum.map(|s| s / n as f32);
         let (bw, bh) = ((x1 - x0 + 1) as f32, (y1 - y0 + 1) as f32);
         let fill = n as f32 / (bw * bh);
+        // Rows are compared in doubled units so the middle row is exact: 2y vs y0 + y1.
+        let top: f32 = rows
+            .iter()
+            .map(|&y| match (2 * y).cmp(&(y0 + y1)) {
+                std::cmp::Ordering::Less => 1.0,
+                std::cmp::Ordering::Equal => 0.5,
+                std::cmp::Ordering::Greater => 0.0,
+            })
+            .sum();
+        let balance = top / (n as f32 - top).max(0.5);
         let side = (bw * sx).max(bh * sy);
         let (cx, cy) = (
             (x0 + x1 + 1) as f32 / 2.0 * sx,
@@ -91,7 +125,9 @@ pub fn detect(img: &Image) -> Vec<Detected> {
         );
         found.push(Detected {
             color: nearest_color(mean),
-            shape: shape_from_fill(fill),
+            shape: shape_from_outline(fill, balance),
+            shape_by_fill: shape_from_fill(fill),
+            balance,
             size: if side > SMALL_HALF + LARGE_HALF {
                 Size::Large
             } else {
@@ -116,6 +152,21 @@ fn nearest_color(mean: [f32; 3]) -> Color {
         .into_iter()
         .min_by(|a, b| dist(*a).total_cmp(&dist(*b)))
         .expect("the palette is not empty")
+}
+
+/// A triangle when the top half holds less than the midpoint between a triangle's
+/// balance (1/3) and a circle's or square's (1), unless the box is as full as a square's;
+/// otherwise circle or square by the fill's midpoint (pi/4 | 1). Both thresholds are
+/// midpoints of the ideal shapes' values, not fitted to any model's pictures.
+fn shape_from_outline(fill: f32, balance: f32) -> ShapeKind {
+    let square_fill = (ShapeKind::Circle.fill_ratio() + ShapeKind::Square.fill_ratio()) / 2.0;
+    if balance < (1.0 / 3.0 + 1.0) / 2.0 && fill < square_fill {
+        ShapeKind::Triangle
+    } else if fill < square_fill {
+        ShapeKind::Circle
+    } else {
+        ShapeKind::Square
+    }
 }
 
 /// Midpoints between the fill ratios: triangle 0.5 | circle 0.785 | square 1.
@@ -149,7 +200,15 @@ pub struct Score {
 /// and shapes; colour (shape) is right when both objects' colours (shapes) are, and the
 /// relation when, in that order, the first is left of / above the second.
 pub fn score(img: &Image, scene: &Scene) -> Score {
-    let found = detect(img);
+    score_with(img, scene, ShapeRule::Outline)
+}
+
+/// [`score`] with the shapes read by `rule`.
+pub fn score_with(img: &Image, scene: &Scene, rule: ShapeRule) -> Score {
+    let mut found = detect(img);
+    if rule == ShapeRule::FillOnly {
+        found.iter_mut().for_each(|d| d.shape = d.shape_by_fill);
+    }
     let want = &scene.objects;
     let mut a = [None; 6];
     a[0] = Some(found.len() == want.len());
