@@ -78,6 +78,19 @@ fn shapes_pair_share() {
     assert!((share(&more) - 0.75).abs() < 0.03, "{}", share(&more));
     assert_eq!(share(&ShapesDataset::with_pairs(3, 4000, 32, 0)), 0.0);
     assert_eq!(share(&ShapesDataset::with_pairs(3, 4000, 32, 1000)), 1.0);
+    // Each item says how many objects it shows (the timestep bias's multi_object scope
+    // reads it), and the loader hands the counts on beside the captions.
+    for i in 0..200 {
+        let want = if is_pair(&half, i) { 2 } else { 1 };
+        assert_eq!(half.get(i).unwrap().objects, Some(want), "item {i}");
+    }
+    let mut loader = Loader::new(Arc::new(ShapesDataset::new(3, 4000, 32)), 9, 16).unwrap();
+    let batch = loader.next_batch(&Device::Cpu).unwrap();
+    assert_eq!(batch.objects.len(), 16);
+    for (k, &i) in batch.indices.iter().enumerate() {
+        assert_eq!(batch.objects[k], half.get(i).unwrap().objects);
+    }
+    assert!(batch.objects.contains(&Some(1)) && batch.objects.contains(&Some(2)));
     // One threshold on the same word: raising the share only turns singles into pairs,
     // and an item that stays what it was is the same item.
     for i in 0..4000 {
@@ -379,6 +392,7 @@ fn check_idx_fixture(kind: IdxKind, dir: &str) {
         for i in 0..n {
             let s = ds.get(i).unwrap();
             assert_eq!(s.image.len(), 32 * 32);
+            assert_eq!(s.objects, None, "digits and clothes are not counted");
             // 2 px of padding each side: rows 0, 1, 30, 31 and the same columns are black.
             for k in 0..32 {
                 for e in [0, 1, 30, 31] {
@@ -568,6 +582,7 @@ fn folder_fixture_loads() {
     for (i, line) in meta.lines().enumerate() {
         let s = ds.get(i).unwrap();
         assert_eq!(s.image.len(), 3 * 32 * 32);
+        assert_eq!(s.objects, None);
         assert!(s.image.iter().all(|v| (-1.0..=1.0).contains(v)));
         assert!(line.contains(&format!("\"{}\"", s.caption)), "{line}");
     }

@@ -7,6 +7,7 @@ use kuosan_diffusion::config::ModelConfig;
 use kuosan_diffusion::data::{DataOptions, DataSpec};
 use kuosan_diffusion::run::RunDir;
 use kuosan_diffusion::sample::{sample, SampleOptions, SamplerKind};
+use kuosan_diffusion::timesteps::BiasScope;
 use kuosan_diffusion::train::{train, TrainOptions};
 use kuosan_tensor::Device;
 use std::path::PathBuf;
@@ -414,4 +415,25 @@ fn coordinate_channels_and_text_lr_scale_round_trip() {
     v["train"]["edge_weight"] = serde_json::json!(-2.0);
     let e = ModelConfig::from_json(&v, "cfg.json").unwrap_err();
     assert!(e.contains("train.edge_weight"), "{e}");
+    // The timestep bias's scope: `small` biases only the pairs; a file without the key
+    // (a run folder from before it) keeps every picture biased; a bad name is named.
+    let small = ModelConfig::preset("small", 3, 32).unwrap();
+    assert_eq!(small.train.timestep_bias.scope, BiasScope::MultiObject);
+    assert_eq!(
+        ModelConfig::from_json(&small.to_json(), "test").unwrap(),
+        small
+    );
+    let mut v = small.to_json();
+    v["train"]
+        .as_object_mut()
+        .unwrap()
+        .remove("timestep_bias_scope");
+    let old = ModelConfig::from_json(&v, "old.json").unwrap();
+    assert_eq!(old.train.timestep_bias.scope, BiasScope::All);
+    v["train"]["timestep_bias_scope"] = serde_json::json!("pairs");
+    let e = ModelConfig::from_json(&v, "cfg.json").unwrap_err();
+    assert!(
+        e.contains("train.timestep_bias_scope") && e.contains("multi_object"),
+        "{e}"
+    );
 }

@@ -222,10 +222,15 @@ pub fn train(opts: &TrainOptions, mut on_step: impl FnMut(&Progress)) -> Result<
                 c.clear();
             }
         }
+        // Each picture's step, from the bias where its scope covers the picture.
         let steps_t: Vec<usize> = rng
             .uniform_f32(t.batch)
             .iter()
-            .map(|&u| t.timestep_bias.sample(u, cfg.num_train_timesteps))
+            .zip(captions.iter().zip(&batch.objects))
+            .map(|(&u, (c, &objects))| {
+                t.timestep_bias
+                    .sample_for(u, cfg.num_train_timesteps, objects, !c.is_empty())
+            })
             .collect();
         let noise = Tensor::randn(x0.dims(), x0.dtype(), &opts.device, &mut rng)?;
         let noisy = NoisyBatch {

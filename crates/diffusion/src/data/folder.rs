@@ -157,6 +157,7 @@ impl Dataset for FolderDataset {
         Ok(Sample {
             image: self.image(i).to_chw(),
             caption: self.entries[i].text.clone(),
+            objects: None,
         })
     }
     fn describe(&self) -> String {

@@ -299,6 +299,7 @@ impl Dataset for IdxDataset {
         Ok(Sample {
             image: self.image(i).to_chw(),
             caption: self.caption(i),
+            objects: None,
         })
     }
     fn describe(&self) -> String {

@@ -65,6 +65,9 @@ pub(crate) fn file_err(path: &Path, msg: impl Into<String>) -> DataError {
 pub struct Sample {
     pub image: Vec<f32>,
     pub caption: String,
+    /// How many objects the picture shows, where the data set knows (shapes: 1 or 2;
+    /// None for MNIST, Fashion-MNIST and folders). The timestep bias's scope reads it.
+    pub objects: Option<usize>,
 }
 
 /// A finite, indexable set of square images with captions. `get(i)` must depend only
@@ -306,6 +309,8 @@ impl DataPos {
 pub struct Batch {
     pub images: Tensor,
     pub captions: Vec<String>,
+    /// Each picture's [`Sample::objects`].
+    pub objects: Vec<Option<usize>>,
     pub indices: Vec<usize>,
     /// Where this batch started.
     pub start: DataPos,
@@ -391,6 +396,7 @@ impl Loader {
         let mut images = Vec::with_capacity(self.batch_size * c * s * s);
         let mut captions = Vec::with_capacity(self.batch_size);
         let mut indices = Vec::with_capacity(self.batch_size);
+        let mut objects = Vec::with_capacity(self.batch_size);
         for _ in 0..self.batch_size {
             let i = self.index_at(pos);
             let sample = self.dataset.get(i)?;
@@ -403,6 +409,7 @@ impl Loader {
             }
             images.extend_from_slice(&sample.image);
             captions.push(sample.caption);
+            objects.push(sample.objects);
             indices.push(i);
             pos.offset += 1;
             if pos.offset == n {
@@ -417,6 +424,7 @@ impl Loader {
         Ok(Batch {
             images,
             captions,
+            objects,
             indices,
             start,
             next: pos,

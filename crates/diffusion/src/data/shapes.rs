@@ -549,6 +549,7 @@ impl Dataset for ShapesDataset {
         Ok(Sample {
             image: scene.render(self.size).to_chw(),
             caption: scene.caption(lang),
+            objects: Some(scene.objects.len()),
         })
     }
     fn describe(&self) -> String {
