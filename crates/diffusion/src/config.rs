@@ -150,12 +150,12 @@ impl ModelConfig {
             //   quarter (timestep bias "later" x3), where the prompt decides the picture
             //   and binds each object's words to it (runs O, X, Z1, U), while single
             //   objects draw uniformly, so the middle steps that draw their outlines
-            //   come up more often (scope multi_object: small squares 58 -> 88-94%,
-            //   run PK); the loss
-            //   weight in x0 terms is clamp(SNR, 1, 20): a floor of 1 so the noisiest
-            //   steps still teach (runs G-K, W), and a cap of 20 rather than min-SNR's
-            //   5, so the nearly clean steps that draw the corners weigh more (shapes
-            //   48 -> 53% right, run G20), and a pixel on the clean picture's outline
+            //   come up more often (scope multi_object: small squares 58 -> 81-89%,
+            //   all attributes 81 -> 87%, run PK); the loss weight in x0 terms is
+            //   clamp(SNR, 1, 20): a floor of 1 so the noisiest steps still teach
+            //   (runs G-K, W), and a cap of 20 rather than min-SNR's 5, so the nearly
+            //   clean steps that draw the corners weigh more (shapes 48 -> 53% right,
+            //   run G20), and a pixel on the clean picture's outline
             //   weighs up to 4x a flat one (edge weight 3: the outline is what the
             //   shape is read from; 68 -> 75% all attributes, run E3);
             // - x/y input channels (CoordConv) and AdaGN resnets (scale_shift), which
