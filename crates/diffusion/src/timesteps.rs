@@ -45,8 +45,7 @@ impl BiasStrategy {
 /// each of two objects' words to its object (runs U, E3M2: without them a pair loses
 /// its colours), while a single object, which has nothing to bind, gains from the
 /// middle steps that uniform draws give it, where its outline is drawn (small squares
-/// 58-59% -> 81-89% right, run PK; with every picture uniform, run U, the pairs lose
-/// their colours). Drawing each picture from what it needs keeps both.
+/// 58-59% -> 81-89% right, run PK). Drawing each picture from what it needs keeps both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BiasScope {
     /// Every picture (diffusers' behaviour).
