@@ -151,8 +151,9 @@ impl ModelConfig {
             //   and binds each object's words to it (runs O, X, Z1, U), while single
             //   objects draw uniformly, so the middle steps that draw their outlines
             //   come up more often (scope multi_object: small squares 58 -> 81-89%,
-            //   all attributes 81 -> 87%, run PK); the loss weight in x0 terms is
-            //   clamp(SNR, 1, 20): a floor of 1 so the noisiest steps still teach
+            //   all attributes 81 -> 87%, run PK, with training seed 0; seeds 1 and 2
+            //   give 70% and 81%, runs PKS1-2: one run's spread); the loss weight in
+            //   x0 terms is clamp(SNR, 1, 20): a floor of 1 so the noisiest steps teach
             //   (runs G-K, W), and a cap of 20 rather than min-SNR's 5, so the nearly
             //   clean steps that draw the corners weigh more (shapes 48 -> 53% right,
             //   run G20), and a pixel on the clean picture's outline
