@@ -5,7 +5,7 @@
 
 use super::strided::TASK_ELEMS;
 use super::wide::wide;
-use crate::ops::{MapFn, UnaryOp};
+use crate::ops::{MapFn, MapFnPair, UnaryOp};
 use crate::Float;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -62,33 +62,23 @@ impl<T: Float> MapFn<T> for Forward<'_, T> {
 /// the products in the order of the composition mul(a, act(g)) and its rules, so the
 /// fused backward gives that composition's bits.
 pub(crate) fn glu_backward<T: Float>(x: &[T], dy: &[T], n: usize, act: UnaryOp) -> Vec<T> {
-    act.visit(false, Backward { x, dy, n, act })
+    act.visit_pair(Backward { x, dy, n })
 }
 
 struct Backward<'a, T> {
     x: &'a [T],
     dy: &'a [T],
     n: usize,
-    act: UnaryOp,
 }
 
-impl<T: Float> MapFn<T> for Backward<'_, T> {
+impl<T: Float> MapFnPair<T> for Backward<'_, T> {
     type Out = Vec<T>;
-    fn call<F: Fn(T) -> T + Sync + Send + Copy>(self, f: F) -> Vec<T> {
-        // The derivative's closure, monomorphised in turn.
-        self.act.visit(true, BackwardWith { b: self, f })
-    }
-}
-
-struct BackwardWith<'a, T, F> {
-    b: Backward<'a, T>,
-    f: F,
-}
-
-impl<T: Float, F: Fn(T) -> T + Sync + Send + Copy> MapFn<T> for BackwardWith<'_, T, F> {
-    type Out = Vec<T>;
-    fn call<D: Fn(T) -> T + Sync + Send + Copy>(self, df: D) -> Vec<T> {
-        let (Backward { x, dy, n, .. }, f) = (self.b, self.f);
+    fn call<F, D>(self, f: F, df: D) -> Vec<T>
+    where
+        F: Fn(T) -> T + Sync + Send + Copy,
+        D: Fn(T) -> T + Sync + Send + Copy,
+    {
+        let Backward { x, dy, n } = self;
         let mut dx: Vec<T> = Vec::with_capacity(x.len());
         if n == 0 {
             return dx;

@@ -21,7 +21,7 @@ pub use conv::{conv2d_backward_input, conv2d_backward_weight, ConvShape, IntoPai
 pub use norm::NormShape;
 pub use optim::{adamw_step, AdamWStep};
 pub use reduce::ReduceOp;
-pub use unary::{MapFn, UnaryOp};
+pub use unary::{MapFn, MapFnPair, UnaryOp};
 
 pub(crate) use attention::attention_backward;
 pub(crate) use glu::glu_backward;
