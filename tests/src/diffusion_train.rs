@@ -437,3 +437,60 @@ fn coordinate_channels_and_text_lr_scale_round_trip() {
         "{e}"
     );
 }
+
+#[test]
+fn context_mask_hides_the_padding_from_cross_attention() {
+    use kuosan_diffusion::models::Models;
+    use kuosan_tensor::Tensor;
+    let mut cfg = ModelConfig::preset("tiny", 3, 16).unwrap();
+    cfg.context_mask = true;
+    assert_eq!(ModelConfig::from_json(&cfg.to_json(), "test").unwrap(), cfg);
+    let prompt = vec!["a red circle".to_string()];
+    let x = Tensor::from_vec(
+        (0..3 * 16 * 16)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect(),
+        [1, 3, 16, 16],
+        &Device::Cpu,
+    )
+    .unwrap();
+    let t = [600.0];
+    let predict = |m: &Models| {
+        let text = m.encode(&prompt).unwrap();
+        m.predict(&x, &t, &text).unwrap().to_vec::<f32>().unwrap()
+    };
+    // Padded to the tokenizer's length with the mask, the prediction is the one from the
+    // prompt's own tokens alone (BOS, 12 bytes, EOS: no padding at all).
+    let padded = Models::new(&cfg, &Device::Cpu, 3).unwrap();
+    let cond = padded.encode(&prompt).unwrap();
+    assert_eq!(
+        cond.mask.as_ref().unwrap().dims(),
+        [1, cfg.text.max_position_embeddings]
+    );
+    let mut exact = Models::new(&cfg, &Device::Cpu, 3).unwrap();
+    exact.tokenizer = kuosan_textenc::Tokenizer::new(14);
+    let (a, b) = (predict(&padded), predict(&exact));
+    let diff = a
+        .iter()
+        .zip(&b)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        diff < 1e-5,
+        "masked padding changed the prediction by {diff}"
+    );
+    // Without the mask the padding states take part, and the prediction moves.
+    let mut unmasked = Models::new(&cfg, &Device::Cpu, 3).unwrap();
+    unmasked.context_mask = false;
+    assert!(unmasked.encode(&prompt).unwrap().mask.is_none());
+    let c = predict(&unmasked);
+    let moved = a
+        .iter()
+        .zip(&c)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        moved > 1e-4,
+        "the padding did not matter unmasked ({moved})"
+    );
+}

@@ -53,6 +53,12 @@ pub struct ModelConfig {
     /// slowly (README: what was tried). The U-Net then has in_channels = image channels
     /// + 2 and out_channels = image channels, as diffusers' inpainting U-Nets differ.
     pub coord_channels: bool,
+    /// Cross-attention ignores the prompt's padding tokens (diffusers'
+    /// `encoder_attention_mask`, which a pipeline has to pass itself). The causal text
+    /// encoder's padding states each summarise the whole caption, like the pooled
+    /// embedding; unmasked, the 20-30 of them outnumber the few tokens that name one
+    /// object's shape (README: what was tried, run CM).
+    pub context_mask: bool,
     pub train: TrainConfig,
 }
 
@@ -288,6 +294,7 @@ impl ModelConfig {
                 Prediction::Epsilon
             },
             coord_channels: coords,
+            context_mask: false,
             train: TrainConfig {
                 lr,
                 batch,
@@ -321,6 +328,7 @@ impl ModelConfig {
                 "prediction_type": self.prediction.as_str(),
             },
             "coord_channels": self.coord_channels,
+            "context_mask": self.context_mask,
             "train": {
                 "lr": t.lr, "batch": t.batch, "steps": t.steps, "warmup": t.warmup,
                 "ema_decay": t.ema_decay, "cond_drop": t.cond_drop, "min_snr_gamma": t.min_snr_gamma, "snr_floor": t.snr_floor,
@@ -351,6 +359,7 @@ impl ModelConfig {
                 "scheduler",
                 "train",
                 "coord_channels",
+                "context_mask",
             ],
             origin,
         )?;
@@ -540,6 +549,12 @@ impl ModelConfig {
                 .as_bool()
                 .ok_or_else(|| format!("{origin}: coord_channels must be true or false"))?,
         };
+        let context_mask = match obj.get("context_mask") {
+            None => false,
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| format!("{origin}: context_mask must be true or false"))?,
+        };
         let extra = if coord_channels { 2 } else { 0 };
         if unet.in_channels != unet.out_channels + extra {
             return Err(format!(
@@ -564,6 +579,7 @@ impl ModelConfig {
             num_train_timesteps,
             prediction,
             coord_channels,
+            context_mask,
             train,
         })
     }

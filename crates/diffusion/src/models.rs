@@ -15,6 +15,8 @@ pub struct Models {
     pub tokenizer: Tokenizer,
     /// Whether the U-Net's input gets x / y coordinate channels (`ModelConfig`).
     pub coord_channels: bool,
+    /// Whether cross-attention ignores the padding tokens (`ModelConfig`).
+    pub context_mask: bool,
 }
 
 impl Models {
@@ -31,6 +33,7 @@ impl Models {
             text,
             tokenizer: Tokenizer::new(cfg.text.max_position_embeddings),
             coord_channels: cfg.coord_channels,
+            context_mask: cfg.context_mask,
         })
     }
 
@@ -69,15 +72,22 @@ impl Models {
 
     /// The text of `prompts`: the context [B, L, D] for cross-attention and the pooled
     /// embedding [B, D] (the EOS token's state) for a U-Net that adds it to the time
-    /// embedding (None for one that does not).
+    /// embedding (None for one that does not), and the padding mask [B, L] where the
+    /// config masks the padding out of cross-attention.
     pub fn encode(&self, prompts: &[String]) -> kuosan_tensor::Result<TextCond> {
         let tokens = self.tokenizer.encode(prompts);
-        let context = self.text_states(&tokens)?;
+        let (ids, mask) = tokens.tensors(&self.unet_vars.device())?;
+        let context = self.text.forward(&ids, &mask)?;
         let pooled = match self.unet.config.pooled_text_dim {
             Some(_) => Some(self.pool(&tokens, &context)?),
             None => None,
         };
-        Ok(TextCond { context, pooled })
+        let mask = self.context_mask.then_some(mask);
+        Ok(TextCond {
+            context,
+            pooled,
+            mask,
+        })
     }
 
     /// (context [B, L, D], pooled [B, D], key mask [B, L]: 1 at real tokens, 0 at
@@ -95,12 +105,6 @@ impl Models {
         let context = self.text.forward(&ids, &mask)?;
         let pooled = self.pool(&tokens, &context)?;
         Ok((context, pooled, mask))
-    }
-
-    /// The encoder's last hidden states [B, L, D].
-    fn text_states(&self, tokens: &Tokens) -> kuosan_tensor::Result<Tensor> {
-        let (ids, mask) = tokens.tensors(&self.unet_vars.device())?;
-        self.text.forward(&ids, &mask)
     }
 
     /// Each prompt's EOS state [B, D] (transformers' `pooler_output`).
@@ -126,8 +130,13 @@ impl Models {
         } else {
             x.clone()
         };
-        self.unet
-            .forward_pooled(&input, t, &text.context, None, text.pooled.as_ref())
+        self.unet.forward_pooled(
+            &input,
+            t,
+            &text.context,
+            text.mask.as_ref(),
+            text.pooled.as_ref(),
+        )
     }
 }
 
@@ -154,6 +163,9 @@ pub struct TextCond {
     pub context: Tensor,
     /// [B, D]
     pub pooled: Option<Tensor>,
+    /// [B, L], 1 at real tokens and 0 at padding, for a U-Net whose cross-attention
+    /// ignores the padding (diffusers' `encoder_attention_mask`); None: it attends to all.
+    pub mask: Option<Tensor>,
 }
 
 impl TextCond {
@@ -163,9 +175,14 @@ impl TextCond {
             (Some(a), Some(b)) => Some(Tensor::cat(&[a, b], 0)?),
             _ => None,
         };
+        let mask = match (&self.mask, &other.mask) {
+            (Some(a), Some(b)) => Some(Tensor::cat(&[a, b], 0)?),
+            _ => None,
+        };
         Ok(TextCond {
             context: Tensor::cat(&[&self.context, &other.context], 0)?,
             pooled,
+            mask,
         })
     }
 }
