@@ -72,6 +72,10 @@ def main():
                                           steps_offset=1, clip_sample=True)
     with open(os.path.join(a.run, "tokenizer", "tokenizer_config.json")) as f:
         tok = json.load(f)
+    # kuosan's `context_mask`: the U-Net's cross-attention ignores the padding tokens,
+    # which diffusers takes as `encoder_attention_mask`.
+    with open(os.path.join(a.run, "kuosan_config.json")) as f:
+        context_mask = json.load(f).get("context_mask", False)
 
     unet.eval(), text.eval()
     torch.manual_seed(0)
@@ -82,6 +86,9 @@ def main():
             enc = text(input_ids=ids, attention_mask=mask)
             ctx = enc.last_hidden_state
             uncond, cond = ctx[:1].expand(a.n, -1, -1), ctx[1:].expand(a.n, -1, -1)
+            key_mask = None
+            if context_mask:
+                key_mask = torch.cat([mask[:1].expand(a.n, -1), mask[1:].expand(a.n, -1)])
             # The pooled text (EOS state) goes in as class_labels (class_embed_type
             # "projection"), when the U-Net was trained with it.
             pooled = None
@@ -94,7 +101,7 @@ def main():
             for t in sched.timesteps:
                 inp = torch.cat([x, x]) if extra is None else torch.cat([torch.cat([x, x]), extra], 1)
                 eps = unet(inp, t, encoder_hidden_states=torch.cat([uncond, cond]),
-                           class_labels=pooled).sample
+                           class_labels=pooled, encoder_attention_mask=key_mask).sample
                 e_u, e_c = eps.chunk(2)
                 x = sched.step(e_u + a.guidance * (e_c - e_u), t, x, eta=1.0).prev_sample
             img = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
