@@ -59,14 +59,17 @@ def text_encoder():
               os.path.join(HERE, "text_io.safetensors"))
 
 
-def unet(name="unet", pooled=False, scale_shift=False):
+def unet(name="unet", pooled=False, scale_shift=False, only_cross=None):
     """A tiny U-Net; `pooled` adds the pooled-text MLP (class_embed_type "projection",
     the pooled vector passed as class_labels), as kuosan's presets build it;
-    `scale_shift` makes the resnets AdaGN (resnet_time_scale_shift "scale_shift")."""
+    `scale_shift` makes the resnets AdaGN (resnet_time_scale_shift "scale_shift");
+    `only_cross` is only_cross_attention per down block (the up path reads it reversed)."""
     torch.manual_seed(1)
     extra = dict(class_embed_type="projection", projection_class_embeddings_input_dim=24) if pooled else {}
     if scale_shift:
         extra["resnet_time_scale_shift"] = "scale_shift"
+    if only_cross is not None:
+        extra["only_cross_attention"] = only_cross
     model = UNet2DConditionModel(
         sample_size=16, in_channels=3, out_channels=3, block_out_channels=(16, 32),
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
@@ -128,5 +131,7 @@ if __name__ == "__main__":
     unet()
     unet("unet_pooled", pooled=True)
     unet("unet_scale_shift", pooled=True, scale_shift=True)
+    # Down block 0's attention and, reversed, up block 1's: both attend only to the text.
+    unet("unet_only_cross", pooled=True, scale_shift=True, only_cross=[True, False])
     schedulers()
     print("wrote golden files to", HERE)

@@ -11,6 +11,7 @@ pub fn tiny_unet(in_channels: usize) -> UNetConfig {
     UNetConfig {
         pooled_text_dim: None,
         scale_shift: false,
+        only_cross_attention: vec![false; 2],
         sample_size: 16,
         in_channels,
         out_channels: in_channels,
@@ -87,6 +88,83 @@ fn scale_shift_doubles_the_time_projection() {
     // The second level has 32 channels; the time embedding is 4 x 16 wide.
     assert_eq!(shape(false), [32, 64]);
     assert_eq!(shape(true), [64, 64]);
+}
+
+/// diffusers' `only_cross_attention`: per level, the up path reversed; attn1's keys and
+/// values then come from the text (cross_attention_dim wide); the config keeps it in
+/// JSON as a bool or a list and names a bad value.
+#[test]
+fn only_cross_attention_makes_attn1_attend_to_the_text() {
+    let k_shape = |only_cross: Vec<bool>, name: &str| {
+        let vs = VarStore::new(Device::Cpu, DType::F32, 0);
+        let config = UNetConfig {
+            only_cross_attention: only_cross,
+            ..tiny_unet(3)
+        };
+        UNet2DConditionModel::new(&vs.root().pp("unet"), &config).unwrap();
+        vs.get(&format!(
+            "unet.{name}.transformer_blocks.0.attn1.to_k.weight"
+        ))
+        .unwrap()
+        .dims()
+        .to_vec()
+    };
+    // Level 0 has 16 channels and cross-attention blocks down (block 0) and up (block 1);
+    // the text is 24 wide; the middle block keeps self-attention.
+    assert_eq!(
+        k_shape(vec![false, false], "down_blocks.0.attentions.0"),
+        [16, 16]
+    );
+    assert_eq!(
+        k_shape(vec![true, false], "down_blocks.0.attentions.0"),
+        [16, 24]
+    );
+    assert_eq!(
+        k_shape(vec![true, false], "up_blocks.1.attentions.1"),
+        [16, 24]
+    );
+    assert_eq!(
+        k_shape(vec![false, true], "up_blocks.1.attentions.1"),
+        [16, 16]
+    );
+    assert_eq!(
+        k_shape(vec![true, true], "mid_block.attentions.0"),
+        [32, 32]
+    );
+
+    let base = tiny_unet(3);
+    let json = base.to_json();
+    assert_eq!(json["only_cross_attention"], serde_json::json!(false));
+    assert_eq!(UNetConfig::from_json(&json, "c").unwrap(), base);
+    let mixed = UNetConfig {
+        only_cross_attention: vec![true, false],
+        ..base.clone()
+    };
+    assert_eq!(
+        mixed.to_json()["only_cross_attention"],
+        serde_json::json!([true, false])
+    );
+    assert_eq!(UNetConfig::from_json(&mixed.to_json(), "c").unwrap(), mixed);
+    let with = |v: serde_json::Value| {
+        let mut j = base.to_json();
+        j["only_cross_attention"] = v;
+        UNetConfig::from_json(&j, "unet/config.json")
+    };
+    assert_eq!(
+        with(serde_json::json!(true)).unwrap().only_cross_attention,
+        [true, true]
+    );
+    for bad in [
+        serde_json::json!([true]),
+        serde_json::json!("yes"),
+        serde_json::json!([1, 0]),
+    ] {
+        let e = with(bad.clone()).unwrap_err();
+        assert!(
+            e.contains("unet/config.json") && e.contains("only_cross_attention"),
+            "{bad}: {e}"
+        );
+    }
 }
 
 /// A forward and backward pass on the CPU and on the GPU from the same weights agree,

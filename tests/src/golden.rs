@@ -54,7 +54,8 @@ fn text_matches(device: &Device) {
 
 /// The golden U-Net `name` (unet: cross-attention only; unet_pooled: with the pooled
 /// text MLP, diffusers' class_embed_type "projection"; unet_scale_shift: that with AdaGN
-/// resnets, resnet_time_scale_shift "scale_shift").
+/// resnets, resnet_time_scale_shift "scale_shift"; unet_only_cross: that with
+/// only_cross_attention, each transformer's first attention attending to the text).
 fn unet_matches(name: &str, device: &Device) {
     let file = format!("{name}_config.json");
     let text = std::fs::read_to_string(golden(&file)).unwrap();
@@ -93,7 +94,7 @@ fn clip_text_model_matches_transformers() {
 
 #[test]
 fn unet_matches_diffusers() {
-    for name in ["unet", "unet_pooled", "unet_scale_shift"] {
+    for name in ["unet", "unet_pooled", "unet_scale_shift", "unet_only_cross"] {
         unet_matches(name, &Device::Cpu);
         unet_matches(name, &gpu());
     }

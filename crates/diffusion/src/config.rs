@@ -259,6 +259,7 @@ impl ModelConfig {
         let (down, up) = blocks(&attn);
         let max_len = 64;
         let unet = UNetConfig {
+            only_cross_attention: vec![false; attn.len()],
             sample_size: size,
             in_channels: channels + if coords { 2 } else { 0 },
             out_channels: channels,

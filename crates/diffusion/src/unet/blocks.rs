@@ -29,7 +29,7 @@ impl DownBlock {
         c: &UNetConfig,
         c_in: usize,
         c_out: usize,
-        attention: bool,
+        attention: Option<Attn>,
         last: bool,
     ) -> NnResult<Self> {
         let mut resnets = Vec::new();
@@ -37,8 +37,8 @@ impl DownBlock {
         for j in 0..c.layers_per_block {
             let cin = if j == 0 { c_in } else { c_out };
             resnets.push(ResnetBlock2D::new(&p.pp("resnets").pp(j), cin, c_out, c)?);
-            if attention {
-                attentions.push(transformer(&p.pp("attentions").pp(j), c, c_out)?);
+            if let Some(a) = attention {
+                attentions.push(transformer(&p.pp("attentions").pp(j), c, c_out, a)?);
             }
         }
         let downsample = (!last)
@@ -79,7 +79,15 @@ impl DownBlock {
     }
 }
 
-fn transformer(p: &Path, c: &UNetConfig, channels: usize) -> NnResult<Transformer2D> {
+/// A block's attention: its transformers' first attention is self-attention, or with
+/// diffusers' `only_cross_attention` for the block, cross-attention to the text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attn {
+    SelfAndCross,
+    OnlyCross,
+}
+
+fn transformer(p: &Path, c: &UNetConfig, channels: usize, a: Attn) -> NnResult<Transformer2D> {
     Transformer2D::new(
         p,
         channels,
@@ -87,6 +95,7 @@ fn transformer(p: &Path, c: &UNetConfig, channels: usize) -> NnResult<Transforme
         c.cross_attention_dim,
         c.transformer_layers_per_block,
         c.norm_num_groups,
+        a == Attn::OnlyCross,
     )
 }
 
@@ -101,7 +110,9 @@ impl MidBlock {
         let r = |j: usize| ResnetBlock2D::new(&p.pp("resnets").pp(j), ch, ch, c);
         Ok(MidBlock {
             resnets: [r(0)?, r(1)?],
-            attention: transformer(&p.pp("attentions").pp(0), c, ch)?,
+            // diffusers' UNetMidBlock2DCrossAttn keeps self-attention whatever
+            // only_cross_attention says.
+            attention: transformer(&p.pp("attentions").pp(0), c, ch, Attn::SelfAndCross)?,
         })
     }
 
@@ -128,7 +139,7 @@ impl UpBlock {
         p: &Path,
         c: &UNetConfig,
         (c_in, c_out, prev): (usize, usize, usize),
-        attention: bool,
+        attention: Option<Attn>,
         last: bool,
     ) -> NnResult<Self> {
         let n = c.layers_per_block + 1;
@@ -143,8 +154,8 @@ impl UpBlock {
                 c_out,
                 c,
             )?);
-            if attention {
-                attentions.push(transformer(&p.pp("attentions").pp(j), c, c_out)?);
+            if let Some(a) = attention {
+                attentions.push(transformer(&p.pp("attentions").pp(j), c, c_out, a)?);
             }
         }
         let upsample = (!last)

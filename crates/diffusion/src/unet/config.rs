@@ -2,6 +2,7 @@
 //! UNet2DConditionModel `config.json` (so the saved model loads with
 //! `UNet2DConditionModel.from_pretrained`), and kuosan's presets.
 
+use super::blocks::Attn;
 use serde_json::{json, Value};
 
 /// The subset of UNet2DConditionModel's config that kuosan builds. Note diffusers'
@@ -34,6 +35,11 @@ pub struct UNetConfig {
     /// each resnet's second norm), true for "scale_shift" (it scales and shifts the
     /// normalised features: AdaGN, Dhariwal & Nichol 2021).
     pub scale_shift: bool,
+    /// diffusers' `only_cross_attention`, one flag per level in down-block order (the up
+    /// path reads it reversed): a cross-attention block's first attention attends to
+    /// the text instead of the pixels, so a block at 16x16 costs 256 x 64 scores per
+    /// head rather than 256 x 256. Written as one `false` when no level sets it.
+    pub only_cross_attention: Vec<bool>,
 }
 
 /// Keys diffusers writes whose value kuosan's U-Net fixes; a config may carry them only
@@ -46,7 +52,6 @@ fn fixed_keys() -> Value {
         "mid_block_scale_factor": 1,
         "mid_block_type": "UNetMidBlock2DCrossAttn",
         "use_linear_projection": false,
-        "only_cross_attention": false,
         "dual_cross_attention": false,
         "upcast_attention": false,
         "resnet_skip_time_act": false,
@@ -88,6 +93,15 @@ impl UNetConfig {
         4 * self.block_out_channels[0]
     }
 
+    /// The attention of level `i`'s cross-attention blocks (down-block order).
+    pub fn attn(&self, i: usize) -> Attn {
+        if self.only_cross_attention.get(i).copied().unwrap_or(false) {
+            Attn::OnlyCross
+        } else {
+            Attn::SelfAndCross
+        }
+    }
+
     /// The config.json diffusers writes for this model.
     pub fn to_json(&self) -> Value {
         let mut v = fixed_keys();
@@ -119,6 +133,14 @@ impl UNetConfig {
             (
                 "projection_class_embeddings_input_dim",
                 json!(self.pooled_text_dim),
+            ),
+            (
+                "only_cross_attention",
+                if self.only_cross_attention.iter().any(|&o| o) {
+                    json!(self.only_cross_attention)
+                } else {
+                    json!(false)
+                },
             ),
             (
                 "resnet_time_scale_shift",
@@ -160,6 +182,7 @@ impl UNetConfig {
             "class_embed_type",
             "projection_class_embeddings_input_dim",
             "resnet_time_scale_shift",
+            "only_cross_attention",
         ];
         for (k, val) in obj {
             if own.contains(&k.as_str()) || BOOKKEEPING.contains(&k.as_str()) {
@@ -238,8 +261,29 @@ impl UNetConfig {
                 ))
             }
         };
+        let levels = obj
+            .get("block_out_channels")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        let only_cross_attention = match obj.get("only_cross_attention") {
+            None | Some(Value::Null) => vec![false; levels],
+            Some(Value::Bool(b)) => vec![*b; levels],
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(Value::as_bool)
+                .collect::<Option<Vec<bool>>>()
+                .ok_or_else(|| {
+                    format!("{origin}: \"only_cross_attention\" must be a bool or a list of bools")
+                })?,
+            Some(other) => {
+                return Err(format!(
+                    "{origin}: \"only_cross_attention\" = {other} must be a bool or a list of bools"
+                ))
+            }
+        };
         let c = UNetConfig {
             pooled_text_dim,
+            only_cross_attention,
             scale_shift,
             sample_size: int("sample_size")?,
             in_channels: int("in_channels")?,
@@ -274,6 +318,12 @@ impl UNetConfig {
                 "block_out_channels, down_block_types and up_block_types must have one entry per level ({n}, {}, {})",
                 self.down_block_types.len(),
                 self.up_block_types.len()
+            ));
+        }
+        if self.only_cross_attention.len() != n {
+            return Err(format!(
+                "only_cross_attention must have one entry per level ({n}), not {}",
+                self.only_cross_attention.len()
             ));
         }
         for t in &self.down_block_types {

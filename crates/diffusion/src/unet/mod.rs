@@ -47,7 +47,7 @@ impl UNet2DConditionModel {
         let mut down_blocks = Vec::with_capacity(n);
         for i in 0..n {
             let c_in = if i == 0 { ch[0] } else { ch[i - 1] };
-            let attn = c.down_block_types[i] == "CrossAttnDownBlock2D";
+            let attn = (c.down_block_types[i] == "CrossAttnDownBlock2D").then(|| c.attn(i));
             down_blocks.push(DownBlock::new(
                 &path.pp("down_blocks").pp(i),
                 c,
@@ -65,7 +65,8 @@ impl UNet2DConditionModel {
             let prev = out;
             out = rev[i];
             let c_in = rev[(i + 1).min(n - 1)];
-            let attn = c.up_block_types[i] == "CrossAttnUpBlock2D";
+            // diffusers reverses only_cross_attention for the up path, as the channels.
+            let attn = (c.up_block_types[i] == "CrossAttnUpBlock2D").then(|| c.attn(n - 1 - i));
             up_blocks.push(UpBlock::new(
                 &path.pp("up_blocks").pp(i),
                 c,

@@ -1,6 +1,7 @@
 //! The U-Net's attention blocks, diffusers' Transformer2DModel: GroupNorm, a 1x1 conv in,
 //! BasicTransformerBlocks (self-attention, cross-attention to the text, GEGLU
 //! feed-forward, each pre-LayerNorm and residual), a 1x1 conv out, and the residual.
+//! With `only_cross_attention` the first attention attends to the text too.
 
 use kuosan_nn::{Conv2d, GroupNorm, LayerNorm, Linear, Module, Path, Result as NnResult};
 use kuosan_tensor::{scaled_dot_product_attention, Result, Tensor};
@@ -82,7 +83,9 @@ impl FeedForward {
 /// Self-attention, cross-attention, feed-forward; each x + f(LayerNorm(x)).
 struct BasicTransformerBlock {
     norm1: LayerNorm,
+    /// Self-attention, or with `only_cross` a second cross-attention to the text.
     attn1: Attention,
+    only_cross: bool,
     norm2: LayerNorm,
     attn2: Attention,
     norm3: LayerNorm,
@@ -90,11 +93,20 @@ struct BasicTransformerBlock {
 }
 
 impl BasicTransformerBlock {
-    fn new(p: &Path, dim: usize, heads: usize, context_dim: usize) -> NnResult<Self> {
+    fn new(
+        p: &Path,
+        dim: usize,
+        heads: usize,
+        context_dim: usize,
+        only_cross: bool,
+    ) -> NnResult<Self> {
         let head_dim = dim / heads;
+        // diffusers' attn1 takes cross_attention_dim keys and values when only_cross.
+        let attn1_kv = if only_cross { context_dim } else { dim };
         Ok(BasicTransformerBlock {
             norm1: LayerNorm::new(&p.pp("norm1"), dim, 1e-5)?,
-            attn1: Attention::new(&p.pp("attn1"), dim, dim, heads, head_dim)?,
+            attn1: Attention::new(&p.pp("attn1"), dim, attn1_kv, heads, head_dim)?,
+            only_cross,
             norm2: LayerNorm::new(&p.pp("norm2"), dim, 1e-5)?,
             attn2: Attention::new(&p.pp("attn2"), dim, context_dim, heads, head_dim)?,
             norm3: LayerNorm::new(&p.pp("norm3"), dim, 1e-5)?,
@@ -103,7 +115,10 @@ impl BasicTransformerBlock {
     }
 
     fn forward(&self, x: &Tensor, context: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let x = x.add(&self.attn1.forward(&self.norm1.forward(x)?, None, None)?)?;
+        // x: [B, H*W, C]. diffusers gives attn1 the U-Net's `attention_mask` (None here),
+        // never the text's padding mask, also when it attends to the text: so does this.
+        let ctx1 = self.only_cross.then_some(context);
+        let x = x.add(&self.attn1.forward(&self.norm1.forward(x)?, ctx1, None)?)?;
         let x = x.add(
             &self
                 .attn2
@@ -130,6 +145,7 @@ impl Transformer2D {
         context_dim: usize,
         layers: usize,
         groups: usize,
+        only_cross: bool,
     ) -> NnResult<Self> {
         Ok(Transformer2D {
             norm: GroupNorm::new(&p.pp("norm"), groups, channels, 1e-6)?,
@@ -141,6 +157,7 @@ impl Transformer2D {
                         channels,
                         heads,
                         context_dim,
+                        only_cross,
                     )
                 })
                 .collect::<NnResult<_>>()?,
