@@ -50,6 +50,43 @@ fn shapes_checker_reads_the_generator() {
     assert_at_least(&tally(&big, 300, 0.0, 0), 0.99, "clean 64x64");
 }
 
+/// The pairs prompt set: thirty different two-object scenes, each of two different
+/// shapes, every order of square / circle / triangle but triangle-square under both
+/// relations, and the reader reads their drawn pictures right.
+#[test]
+fn pair_prompt_set_covers_the_shape_orders() {
+    use kuosan_diffusion::data::shapes::ShapeKind::*;
+    let scenes = pair_scenes();
+    assert_eq!(scenes.len(), 30);
+    for (i, s) in scenes.iter().enumerate() {
+        assert!(matches!(s.layout, Layout::Pair(_)) && s.objects.len() == 2);
+        assert_ne!(s.objects[0].shape, s.objects[1].shape, "{s:?}");
+        assert!(!scenes[..i].contains(s), "scene {i} repeats");
+        let mut t = Tally::default();
+        t.add(score(&s.render(32), s).judged());
+        assert_eq!(t.all_accuracy(), 1.0, "{s:?}");
+    }
+    for rel in [Relation::Above, Relation::LeftOf] {
+        for order in [(Square, Circle), (Circle, Square), (Square, Triangle)] {
+            let n = scenes
+                .iter()
+                .filter(|s| {
+                    s.layout == Layout::Pair(rel)
+                        && (s.objects[0].shape, s.objects[1].shape) == order
+                })
+                .count();
+            assert_eq!(n, 3, "{order:?} {rel:?}: one per colour pair");
+        }
+    }
+    let prompts = eval_prompts(&DataSpec::shapes(), PromptSet::Pairs).unwrap();
+    assert_eq!(prompts.len(), 60, "English and Chinese");
+    assert_eq!(PromptSet::parse("pairs").unwrap(), PromptSet::Pairs);
+    assert!(PromptSet::parse("pair")
+        .unwrap_err()
+        .to_string()
+        .contains("standard or pairs"));
+}
+
 /// `img` blurred by a Gaussian of `sigma` pixels (separable, edges clamped, 8-bit out).
 fn blur(img: &Image, sigma: f32) -> Image {
     let r = (3.0 * sigma).ceil() as i64;
@@ -244,7 +281,9 @@ use kuosan_diffusion::config::ModelConfig;
 use kuosan_diffusion::data::idx::{read_split, IdxKind};
 use kuosan_diffusion::data::{DataSpec, Split};
 use kuosan_diffusion::eval::classifier::{Classifier, ClassifierTraining};
-use kuosan_diffusion::eval::{eval_prompts, evaluate, EvalOptions, Judge, FRECHET_NOTE};
+use kuosan_diffusion::eval::{
+    eval_prompts, evaluate, pair_scenes, EvalOptions, Judge, PromptSet, FRECHET_NOTE,
+};
 use kuosan_diffusion::models::Models;
 use kuosan_tensor::Device;
 use std::path::{Path, PathBuf};
@@ -347,7 +386,16 @@ fn evaluate_reports_every_prompt() {
     // A shapes judge cannot score digits, and image folders have no prompts to judge.
     assert!(evaluate(&models, &cfg, &spec, &Judge::Shapes, &o, |_, _| {}).is_err());
     let folder = DataSpec::parse("folder:/nowhere").unwrap();
-    let e = eval_prompts(&folder).unwrap_err().to_string();
+    let e = eval_prompts(&folder, PromptSet::Standard)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no labels"), "{e}");
+    let e = eval_prompts(
+        &DataSpec::parse("mnist:/nowhere").unwrap(),
+        PromptSet::Pairs,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("pairs") && e.contains("shapes"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,7 +5,7 @@
 use clap::Args;
 use indicatif::ProgressBar;
 use kuosan_diffusion::data::DataSpec;
-use kuosan_diffusion::eval::{evaluate, EvalOptions, Judge};
+use kuosan_diffusion::eval::{evaluate, EvalOptions, Judge, PromptSet};
 use kuosan_diffusion::run::RunDir;
 use kuosan_diffusion::sample::SamplerKind;
 use kuosan_tensor::Device;
@@ -34,6 +34,10 @@ pub struct EvalArgs {
     /// give it when the data has moved).
     #[arg(long)]
     data: Option<String>,
+    /// The prompts: standard (the data set's own), or for shapes runs pairs (thirty
+    /// two-object scenes, every order of two shapes, for how shapes bind to objects).
+    #[arg(long, default_value = "standard")]
+    prompts: String,
     #[arg(long, default_value = "auto")]
     device: String,
     /// Also write the report as JSON to this file.
@@ -49,6 +53,7 @@ pub fn run(a: EvalArgs) -> Result<(), String> {
         None => run.state().map_err(|e| e.to_string())?.data,
     };
     let spec = DataSpec::parse(&data).map_err(|e| e.to_string())?;
+    let prompts = PromptSet::parse(&a.prompts).map_err(|e| e.to_string())?;
     let (cfg, models) = run.load_models(&device).map_err(|e| e.to_string())?;
     let judge =
         Judge::for_data(&spec, &device, |line| eprintln!("{line}")).map_err(|e| e.to_string())?;
@@ -59,6 +64,7 @@ pub fn run(a: EvalArgs) -> Result<(), String> {
         eta: a.eta,
         sampler: SamplerKind::Ddim,
         seed: a.seed,
+        prompts,
     };
     let bar = ProgressBar::new(0);
     let report = evaluate(&models, &cfg, &spec, &judge, &opts, |done, total| {

@@ -6,7 +6,7 @@
 
 use super::classifier::{CachedClassifier, Classifier};
 use super::frechet::frechet_distance_of;
-use super::prompts::{eval_prompts, unjudgeable, EvalPrompt, Target};
+use super::prompts::{eval_prompts, unjudgeable, EvalPrompt, PromptSet, Target};
 use super::shapes_check::{self, ShapeRule};
 use crate::config::ModelConfig;
 use crate::data::idx::{read_split, IdxKind, PADDED};
@@ -40,6 +40,7 @@ pub struct EvalOptions {
     pub eta: f64,
     pub sampler: SamplerKind,
     pub seed: u64,
+    pub prompts: PromptSet,
 }
 
 impl Default for EvalOptions {
@@ -53,6 +54,7 @@ impl Default for EvalOptions {
             eta: 1.0,
             sampler: SamplerKind::Ddim,
             seed: 0,
+            prompts: PromptSet::Standard,
         }
     }
 }
@@ -179,6 +181,8 @@ pub struct ClassifierInfo {
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct EvalReport {
     pub data: String,
+    /// The prompt set: "standard" or "pairs".
+    pub prompt_set: &'static str,
     pub n_per_prompt: usize,
     pub sampler: &'static str,
     pub steps: usize,
@@ -216,7 +220,7 @@ pub fn evaluate(
     mut on_progress: impl FnMut(usize, usize),
 ) -> Result<EvalReport> {
     let started = Instant::now();
-    let prompts = eval_prompts(spec).map_err(|e| Error::Arg(e.to_string()))?;
+    let prompts = eval_prompts(spec, o.prompts).map_err(|e| Error::Arg(e.to_string()))?;
     if o.n == 0 || o.steps == 0 {
         return Err(Error::Arg("eval needs n >= 1 and steps >= 1".into()));
     }
@@ -279,6 +283,7 @@ pub fn evaluate(
     };
     Ok(EvalReport {
         data: describe(spec),
+        prompt_set: o.prompts.name(),
         n_per_prompt: o.n,
         sampler: match o.sampler {
             SamplerKind::Ddim => "ddim",
@@ -398,8 +403,9 @@ impl EvalReport {
         let mut names: Vec<String> = self.overall.attributes.keys().cloned().collect();
         names.sort_by_key(rank);
         let mut s = format!(
-            "eval of {}: {} pictures per prompt, {} {} steps, guidance {}, eta {}, seed {}\n",
+            "eval of {} ({} prompts): {} pictures per prompt, {} {} steps, guidance {}, eta {}, seed {}\n",
             self.data,
+            self.prompt_set,
             self.n_per_prompt,
             self.sampler,
             self.steps,

@@ -10,4 +10,4 @@ pub mod prompts;
 pub mod shapes_check;
 
 pub use evaluate::{evaluate, Accuracy, EvalOptions, EvalReport, Judge, Tally, FRECHET_NOTE};
-pub use prompts::{eval_prompts, EvalPrompt, Target};
+pub use prompts::{eval_prompts, pair_scenes, EvalPrompt, PromptSet, Target};

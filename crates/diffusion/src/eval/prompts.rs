@@ -2,8 +2,10 @@
 //!
 //! `shapes`: nine scenes (six single objects, three pairs) that between them use every
 //! colour, shape, size, position and relation, each prompted in English and in Chinese
-//! (18 prompts). MNIST / Fashion-MNIST: every class with its first English and first
-//! Chinese caption template ("the digit 7" / "数字七"; 20 prompts).
+//! (18 prompts); or, with the `pairs` prompt set, thirty pairs that probe how each
+//! object's shape is bound to it (60 prompts). MNIST / Fashion-MNIST: every class with
+//! its first English and first Chinese caption template ("the digit 7" / "数字七"; 20
+//! prompts).
 
 use crate::data::idx::{caption_templates, IdxKind};
 use crate::data::shapes::{Color, Lang, Position, Relation, Scene, ShapeKind, Size};
@@ -26,6 +28,60 @@ pub struct EvalPrompt {
     pub target: Target,
 }
 
+/// Which prompts `eval` samples.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PromptSet {
+    /// The data set's own: nine shapes scenes, or every class of an IDX set.
+    #[default]
+    Standard,
+    /// `shapes` only: [`pair_scenes`].
+    Pairs,
+}
+
+impl PromptSet {
+    pub fn parse(name: &str) -> Result<PromptSet, DataError> {
+        match name {
+            "standard" => Ok(PromptSet::Standard),
+            "pairs" => Ok(PromptSet::Pairs),
+            other => Err(DataError::Arg(format!(
+                "unknown prompt set {other:?}: use standard or pairs (shapes only)"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PromptSet::Standard => "standard",
+            PromptSet::Pairs => "pairs",
+        }
+    }
+}
+
+/// Thirty two-object scenes for the binding of shape words to objects: three colour
+/// pairs x {above, left of} x five orders of two different shapes (square-circle,
+/// circle-square, triangle-circle, circle-triangle, square-triangle). The standard set
+/// has one square-circle pair, too few to tell a model that swaps or copies shapes
+/// between the two objects from one that misdraws one prompt.
+pub fn pair_scenes() -> Vec<Scene> {
+    use Color::*;
+    use ShapeKind::*;
+    let mut v = Vec::with_capacity(30);
+    for (ca, cb) in [(Red, Blue), (Green, Yellow), (White, Red)] {
+        for r in [Relation::Above, Relation::LeftOf] {
+            for (sa, sb) in [
+                (Square, Circle),
+                (Circle, Square),
+                (Triangle, Circle),
+                (Circle, Triangle),
+                (Square, Triangle),
+            ] {
+                v.push(Scene::pair((sa, ca), (sb, cb), r, [0.0; 4]));
+            }
+        }
+    }
+    v
+}
+
 /// The nine `shapes` scenes of the evaluation, at their nominal places.
 pub fn shapes_scenes() -> Vec<Scene> {
     use Color::*;
@@ -45,9 +101,16 @@ pub fn shapes_scenes() -> Vec<Scene> {
     ]
 }
 
-/// The evaluation prompts of the data set `spec` names; `folder:` data has no ground
-/// truth to judge against, so it is an error.
-pub fn eval_prompts(spec: &DataSpec) -> Result<Vec<EvalPrompt>, DataError> {
+/// The evaluation prompts of the data set `spec` names, from the prompt set `set`;
+/// `folder:` data has no ground truth to judge against, so it is an error, as is the
+/// pairs set for anything but shapes.
+pub fn eval_prompts(spec: &DataSpec, set: PromptSet) -> Result<Vec<EvalPrompt>, DataError> {
+    if set == PromptSet::Pairs && !matches!(spec, DataSpec::Shapes { .. }) {
+        return Err(DataError::Arg(
+            "the pairs prompt set is made of shapes scenes: use it on runs trained on shapes"
+                .into(),
+        ));
+    }
     let idx = |kind: IdxKind| -> Vec<EvalPrompt> {
         (0..10u8)
             .flat_map(|l| {
@@ -63,16 +126,19 @@ pub fn eval_prompts(spec: &DataSpec) -> Result<Vec<EvalPrompt>, DataError> {
             .collect()
     };
     match spec {
-        DataSpec::Shapes { .. } => Ok(shapes_scenes()
-            .into_iter()
-            .flat_map(|s| {
-                [Lang::En, Lang::Zh].map(|lang| EvalPrompt {
-                    text: s.caption(lang),
-                    lang,
-                    target: Target::Scene(s.clone()),
-                })
+        DataSpec::Shapes { .. } => Ok(match set {
+            PromptSet::Standard => shapes_scenes(),
+            PromptSet::Pairs => pair_scenes(),
+        }
+        .into_iter()
+        .flat_map(|s| {
+            [Lang::En, Lang::Zh].map(|lang| EvalPrompt {
+                text: s.caption(lang),
+                lang,
+                target: Target::Scene(s.clone()),
             })
-            .collect()),
+        })
+        .collect()),
         DataSpec::Mnist(_) => Ok(idx(IdxKind::Mnist)),
         DataSpec::FashionMnist(_) => Ok(idx(IdxKind::FashionMnist)),
         DataSpec::Folder(dir) => Err(unjudgeable(dir)),
