@@ -111,26 +111,15 @@ fn only_cross_attention_makes_attn1_attend_to_the_text() {
     };
     // Level 0 has 16 channels and cross-attention blocks down (block 0) and up (block 1);
     // the text is 24 wide; the middle block keeps self-attention.
-    assert_eq!(
-        k_shape(vec![false, false], "down_blocks.0.attentions.0"),
-        [16, 16]
-    );
-    assert_eq!(
-        k_shape(vec![true, false], "down_blocks.0.attentions.0"),
-        [16, 24]
-    );
-    assert_eq!(
-        k_shape(vec![true, false], "up_blocks.1.attentions.1"),
-        [16, 24]
-    );
-    assert_eq!(
-        k_shape(vec![false, true], "up_blocks.1.attentions.1"),
-        [16, 16]
-    );
-    assert_eq!(
-        k_shape(vec![true, true], "mid_block.attentions.0"),
-        [32, 32]
-    );
+    for (flags, block, want) in [
+        ([false, false], "down_blocks.0.attentions.0", [16, 16]),
+        ([true, false], "down_blocks.0.attentions.0", [16, 24]),
+        ([true, false], "up_blocks.1.attentions.1", [16, 24]),
+        ([false, true], "up_blocks.1.attentions.1", [16, 16]),
+        ([true, true], "mid_block.attentions.0", [32, 32]),
+    ] {
+        assert_eq!(k_shape(flags.to_vec(), block), want, "{flags:?} {block}");
+    }
 
     let base = tiny_unet(3);
     let json = base.to_json();
