@@ -35,7 +35,7 @@ pub struct EvalArgs {
     #[arg(long)]
     data: Option<String>,
     /// The prompts: standard (the data set's own), or for shapes runs pairs (thirty
-    /// two-object scenes, every order of two shapes, for how shapes bind to objects).
+    /// two-object scenes in five orders of two shapes, for how shapes bind to objects).
     #[arg(long, default_value = "standard")]
     prompts: String,
     #[arg(long, default_value = "auto")]

@@ -3,7 +3,7 @@
 //! blocks (resnets over the skip concatenation, optional attention, nearest x2 + conv).
 
 use super::resnet::ResnetBlock2D;
-use super::transformer::Transformer2D;
+use super::transformer::{Attn, Transformer2D};
 use super::UNetConfig;
 use kuosan_nn::{Conv2d, Module, Path, Result as NnResult};
 use kuosan_tensor::{Result, Tensor};
@@ -79,14 +79,6 @@ impl DownBlock {
     }
 }
 
-/// A block's attention: its transformers' first attention is self-attention, or with
-/// diffusers' `only_cross_attention` for the block, cross-attention to the text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Attn {
-    SelfAndCross,
-    OnlyCross,
-}
-
 fn transformer(p: &Path, c: &UNetConfig, channels: usize, a: Attn) -> NnResult<Transformer2D> {
     Transformer2D::new(
         p,
@@ -95,7 +87,7 @@ fn transformer(p: &Path, c: &UNetConfig, channels: usize, a: Attn) -> NnResult<T
         c.cross_attention_dim,
         c.transformer_layers_per_block,
         c.norm_num_groups,
-        a == Attn::OnlyCross,
+        a,
     )
 }
 

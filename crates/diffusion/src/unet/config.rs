@@ -2,7 +2,7 @@
 //! UNet2DConditionModel `config.json` (so the saved model loads with
 //! `UNet2DConditionModel.from_pretrained`), and kuosan's presets.
 
-use super::blocks::Attn;
+use super::transformer::Attn;
 use serde_json::{json, Value};
 
 /// The subset of UNet2DConditionModel's config that kuosan builds. Note diffusers'

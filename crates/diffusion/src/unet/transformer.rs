@@ -80,12 +80,20 @@ impl FeedForward {
     }
 }
 
+/// A block's attention: its transformers' first attention is self-attention, or with
+/// diffusers' `only_cross_attention` for the block, cross-attention to the text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attn {
+    SelfAndCross,
+    OnlyCross,
+}
+
 /// Self-attention, cross-attention, feed-forward; each x + f(LayerNorm(x)).
 struct BasicTransformerBlock {
     norm1: LayerNorm,
-    /// Self-attention, or with `only_cross` a second cross-attention to the text.
+    /// Self-attention, or with `Attn::OnlyCross` a second cross-attention to the text.
     attn1: Attention,
-    only_cross: bool,
+    kind: Attn,
     norm2: LayerNorm,
     attn2: Attention,
     norm3: LayerNorm,
@@ -93,20 +101,17 @@ struct BasicTransformerBlock {
 }
 
 impl BasicTransformerBlock {
-    fn new(
-        p: &Path,
-        dim: usize,
-        heads: usize,
-        context_dim: usize,
-        only_cross: bool,
-    ) -> NnResult<Self> {
+    fn new(p: &Path, dim: usize, heads: usize, context_dim: usize, kind: Attn) -> NnResult<Self> {
         let head_dim = dim / heads;
-        // diffusers' attn1 takes cross_attention_dim keys and values when only_cross.
-        let attn1_kv = if only_cross { context_dim } else { dim };
+        // diffusers' attn1 takes cross_attention_dim keys and values with only_cross_attention.
+        let attn1_kv = match kind {
+            Attn::SelfAndCross => dim,
+            Attn::OnlyCross => context_dim,
+        };
         Ok(BasicTransformerBlock {
             norm1: LayerNorm::new(&p.pp("norm1"), dim, 1e-5)?,
             attn1: Attention::new(&p.pp("attn1"), dim, attn1_kv, heads, head_dim)?,
-            only_cross,
+            kind,
             norm2: LayerNorm::new(&p.pp("norm2"), dim, 1e-5)?,
             attn2: Attention::new(&p.pp("attn2"), dim, context_dim, heads, head_dim)?,
             norm3: LayerNorm::new(&p.pp("norm3"), dim, 1e-5)?,
@@ -117,7 +122,7 @@ impl BasicTransformerBlock {
     fn forward(&self, x: &Tensor, context: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         // x: [B, H*W, C]. diffusers gives attn1 the U-Net's `attention_mask` (None here),
         // never the text's padding mask, also when it attends to the text: so does this.
-        let ctx1 = self.only_cross.then_some(context);
+        let ctx1 = (self.kind == Attn::OnlyCross).then_some(context);
         let x = x.add(&self.attn1.forward(&self.norm1.forward(x)?, ctx1, None)?)?;
         let x = x.add(
             &self
@@ -145,7 +150,7 @@ impl Transformer2D {
         context_dim: usize,
         layers: usize,
         groups: usize,
-        only_cross: bool,
+        kind: Attn,
     ) -> NnResult<Self> {
         Ok(Transformer2D {
             norm: GroupNorm::new(&p.pp("norm"), groups, channels, 1e-6)?,
@@ -157,7 +162,7 @@ impl Transformer2D {
                         channels,
                         heads,
                         context_dim,
-                        only_cross,
+                        kind,
                     )
                 })
                 .collect::<NnResult<_>>()?,
