@@ -535,6 +535,104 @@ fn classifier_free_guidance_by_hand() {
     assert!(double_batch(&scalar).is_err() && split_batch(&scalar).is_err());
 }
 
+/// diffusers' rescale_noise_cfg (Lin et al. 2023, eq. 15-16) in f64 on host values: each
+/// sample of the guided output scaled to the text output's standard deviation, mixed by
+/// phi.
+fn rescale_by_hand(g: &[f64], c: &[f64], per: usize, phi: f64) -> Vec<f64> {
+    let std = |x: &[f64]| {
+        let m = x.iter().sum::<f64>() / x.len() as f64;
+        (x.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / x.len() as f64).sqrt()
+    };
+    g.chunks(per)
+        .zip(c.chunks(per))
+        .flat_map(|(g, c)| {
+            let r = if std(g) > 0.0 { std(c) / std(g) } else { 1.0 };
+            g.iter()
+                .map(move |v| phi * v * r + (1.0 - phi) * v)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn guidance_rescale_matches_diffusers_rescale_noise_cfg() {
+    // Three samples of [2, 3]: spread out, a constant one (std 0: left as it is), one
+    // with a shifted mean.
+    let g = [
+        4.0, -4.0, 2.0, -2.0, 1.0, 0.0, /**/ 1.5, 1.5, 1.5, 1.5, 1.5, 1.5, /**/ 9.0, 7.0,
+        8.0, 6.5, 10.0, 8.5,
+    ];
+    let c = [
+        1.0, -1.0, 0.5, -0.5, 0.25, 0.0, /**/ 3.0, 2.0, 1.0, 0.0, -1.0, 2.0, /**/ 1.0,
+        0.5, 0.0, -0.5, 2.0, 1.0,
+    ];
+    let (gt, ct) = (tensor(&g, &[3, 2, 3]), tensor(&c, &[3, 2, 3]));
+    for phi in [0.0, 0.3, 0.7, 1.0] {
+        let got = rescale_guidance(&gt, &ct, phi)
+            .unwrap()
+            .to_vec_f64()
+            .unwrap();
+        let want = rescale_by_hand(&g, &c, 6, phi);
+        for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                "phi {phi}, element {k}: {a} vs {b}"
+            );
+        }
+    }
+    // phi = 0 is the guided output itself, bit for bit; phi = 1 has the text's spread.
+    assert_eq!(f32s(&rescale_guidance(&gt, &ct, 0.0).unwrap()), f32s(&gt));
+    assert_err_contains(rescale_guidance(&gt, &ct, 1.5), "[0, 1]");
+    assert!(rescale_guidance(&gt, &tensor(&c[..6], &[1, 2, 3]), 0.5).is_err());
+    // Guidance::apply is guide, then the rescale against the text half.
+    let doubled = Tensor::cat(&[&ct, &gt], 0).unwrap();
+    let gd = Guidance {
+        rescale: 0.7,
+        ..Guidance::scale(3.0)
+    };
+    let want = rescale_guidance(&guide(&doubled, 3.0).unwrap(), &gt, 0.7).unwrap();
+    assert_eq!(f32s(&gd.apply(&doubled).unwrap()), f32s(&want));
+}
+
+#[test]
+fn the_guidance_window_follows_diffusers_guider() {
+    // diffusers: step i is guided when int(start N) <= i < int(stop N).
+    let g = Guidance {
+        start: 0.2,
+        stop: 0.75,
+        ..Guidance::scale(4.0)
+    };
+    let on: Vec<usize> = (0..10).filter(|&i| g.active_at(i, 10)).collect();
+    assert_eq!(on, [2, 3, 4, 5, 6]);
+    assert!(g.any_active(10));
+    // Three steps: int(0.6) = 0 and int(2.25) = 2, so steps 0 and 1.
+    assert!(g.active_at(0, 3) && g.active_at(1, 3) && !g.active_at(2, 3));
+    // A window too short to hold a step, and scale 1, guide nothing.
+    let short = Guidance {
+        start: 0.0,
+        stop: 0.3,
+        ..Guidance::scale(4.0)
+    };
+    assert!(!short.any_active(3) && short.any_active(4));
+    assert!(!Guidance::scale(1.0).any_active(50));
+    assert!(Guidance::scale(4.0).check().is_ok());
+    for (bad, what) in [
+        (
+            Guidance {
+                scale: f64::NAN,
+                ..g
+            },
+            "finite",
+        ),
+        (Guidance { rescale: -0.1, ..g }, "guidance_rescale"),
+        (Guidance { start: 0.8, ..g }, "start < stop"),
+        (Guidance { stop: 1.5, ..g }, "start < stop"),
+        (Guidance { start: -0.5, ..g }, "start < stop"),
+    ] {
+        assert_err_contains(bad.check(), what);
+    }
+}
+
 // ---- single steps by hand -------------------------------------------------------------
 
 /// diffusers' DDPMScheduler.step (fixed_small) in f64 on host values.

@@ -9,6 +9,7 @@ use kuosan_diffusion::run::RunDir;
 use kuosan_diffusion::sample::{sample, SampleOptions, SamplerKind};
 use kuosan_diffusion::timesteps::BiasScope;
 use kuosan_diffusion::train::{train, TrainOptions};
+use kuosan_diffusion::Guidance;
 use kuosan_tensor::Device;
 use std::path::PathBuf;
 
@@ -156,7 +157,7 @@ fn run_folder_loads_and_samples_and_errors_are_clear() {
         negative: Some("a green square".into()),
         sampler: SamplerKind::Ddim,
         steps: 3,
-        guidance: 4.0,
+        guidance: Guidance::scale(4.0),
         eta: 0.0,
         n: 2,
         seed: 1,
@@ -212,12 +213,59 @@ fn ddim(prompt: &str, steps: usize, guidance: f64, eta: f64, seed: u64) -> Sampl
         negative: None,
         sampler: SamplerKind::Ddim,
         steps,
-        guidance,
+        guidance: Guidance::scale(guidance),
         eta,
         n: 2,
         seed,
         init: None,
     }
+}
+
+#[test]
+fn the_guidance_window_and_rescale_change_only_the_steps_they_name() {
+    use kuosan_diffusion::models::Models;
+    let cfg = ModelConfig::preset("tiny", 3, 16).unwrap();
+    let models = Models::new(&cfg, &Device::Cpu, 0).unwrap();
+    let run = |g: Guidance| {
+        let o = SampleOptions {
+            guidance: g,
+            ..ddim("a red circle", 4, 1.0, 1.0, 3)
+        };
+        sample(&models, &cfg, &o, |_, _| {})
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap()
+    };
+    let plain = run(Guidance::scale(4.0));
+    let unguided = run(Guidance::scale(1.0));
+    assert_ne!(plain, unguided);
+    // A window that holds no step (int(0.2 x 4) = 0) is guidance 1, bit for bit; one over
+    // every step, and a rescale of 0, are plain guidance.
+    let window = |start, stop| Guidance {
+        start,
+        stop,
+        ..Guidance::scale(4.0)
+    };
+    assert_eq!(run(window(0.0, 0.2)), unguided);
+    assert_eq!(run(window(0.0, 1.0)), plain);
+    // Guiding the first half only, or rescaling, gives a third result.
+    let half = run(window(0.0, 0.5));
+    assert!(half != plain && half != unguided);
+    let rescaled = run(Guidance {
+        rescale: 0.7,
+        ..Guidance::scale(4.0)
+    });
+    assert!(rescaled != plain && rescaled != unguided);
+    // Out-of-range settings are an error, not a silent default.
+    let o = SampleOptions {
+        guidance: window(0.6, 0.4),
+        ..ddim("a red circle", 4, 1.0, 1.0, 3)
+    };
+    let err = sample(&models, &cfg, &o, |_, _| {})
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("start < stop"), "{err}");
 }
 
 #[test]
@@ -436,6 +484,21 @@ fn coordinate_channels_and_text_lr_scale_round_trip() {
         e.contains("train.timestep_bias_scope") && e.contains("multi_object"),
         "{e}"
     );
+    // The low-discrepancy timesteps: off in the presets and in files without the key,
+    // on round-trips, a non-boolean is named.
+    assert!(!small.train.timestep_low_discrepancy);
+    let mut v = small.to_json();
+    v["train"]
+        .as_object_mut()
+        .unwrap()
+        .remove("timestep_low_discrepancy");
+    assert_eq!(ModelConfig::from_json(&v, "old.json").unwrap(), small);
+    let mut ld = small.clone();
+    ld.train.timestep_low_discrepancy = true;
+    assert_eq!(ModelConfig::from_json(&ld.to_json(), "test").unwrap(), ld);
+    v["train"]["timestep_low_discrepancy"] = serde_json::json!(1);
+    let e = ModelConfig::from_json(&v, "cfg.json").unwrap_err();
+    assert!(e.contains("train.timestep_low_discrepancy"), "{e}");
 }
 
 #[test]

@@ -19,9 +19,8 @@ pub struct EvalArgs {
     /// Pictures per prompt.
     #[arg(long, default_value_t = 64)]
     n: usize,
-    /// Classifier-free guidance scale.
-    #[arg(long, default_value_t = 4.0)]
-    guidance: f64,
+    #[command(flatten)]
+    guidance: crate::guidance::GuidanceArgs,
     /// DDIM steps (25 by default: half `sample`'s 50, for about the same scores).
     #[arg(long, default_value_t = 25)]
     steps: usize,
@@ -48,9 +47,11 @@ pub struct EvalArgs {
 pub fn run(a: EvalArgs) -> Result<(), String> {
     let device = Device::from_name(&a.device).map_err(|e| e.to_string())?;
     let run = RunDir::new(&a.run);
-    let data = match a.data {
-        Some(d) => d,
-        None => run.state().map_err(|e| e.to_string())?.data,
+    let state = run.state();
+    let data = match (a.data, &state) {
+        (Some(d), _) => d,
+        (None, Ok(s)) => s.data.clone(),
+        (None, Err(e)) => return Err(e.to_string()),
     };
     let spec = DataSpec::parse(&data).map_err(|e| e.to_string())?;
     let prompts = PromptSet::parse(&a.prompts).map_err(|e| e.to_string())?;
@@ -59,20 +60,29 @@ pub fn run(a: EvalArgs) -> Result<(), String> {
         Judge::for_data(&spec, &device, |line| eprintln!("{line}")).map_err(|e| e.to_string())?;
     let opts = EvalOptions {
         n: a.n,
-        guidance: a.guidance,
+        guidance: a.guidance.to_guidance()?,
         steps: a.steps,
         eta: a.eta,
         sampler: SamplerKind::Ddim,
         seed: a.seed,
         prompts,
     };
+    // A run still training has exported its latest checkpoint: say which one is judged.
+    let steps = state.ok().map(|s| [s.step, cfg.train.steps]);
+    if let Some([done, of]) = steps.filter(|[done, of]| done < of) {
+        eprintln!(
+            "note: {} is at step {done} of {of}: judging that checkpoint",
+            a.run.display()
+        );
+    }
     let bar = ProgressBar::new(0);
-    let report = evaluate(&models, &cfg, &spec, &judge, &opts, |done, total| {
+    let mut report = evaluate(&models, &cfg, &spec, &judge, &opts, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })
     .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
+    report.run_steps = steps;
     print!("{}", report.to_table());
     crate::write_json(a.json, &report)
 }

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use kuosan_benches::{cpu, model};
 
 mod eval;
+mod guidance;
 mod malloc;
 mod sample;
 mod train;

@@ -30,9 +30,8 @@ pub struct SampleArgs {
     sampler: Sampler,
     #[arg(long, default_value_t = 50)]
     steps: usize,
-    /// Classifier-free guidance scale (1 disables it).
-    #[arg(long, default_value_t = 4.0)]
-    guidance: f64,
+    #[command(flatten)]
+    guidance: crate::guidance::GuidanceArgs,
     /// DDIM's eta: 0 deterministic, 1 as noisy as DDPM. The default is 1: fresh noise
     /// at each step washes out the residual error of small, briefly trained models,
     /// which deterministic DDIM leaves in the image as speckle (README: sampling).
@@ -98,7 +97,7 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
             Sampler::Ddpm => SamplerKind::Ddpm,
         },
         steps: a.steps,
-        guidance: a.guidance,
+        guidance: a.guidance.to_guidance()?,
         eta: a.eta,
         n: a.n,
         seed: a.seed,

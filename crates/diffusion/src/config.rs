@@ -34,6 +34,9 @@ pub struct TrainConfig {
     /// Which timesteps training draws (uniform, or biased to one end: the `small` preset
     /// draws the noisiest quarter more often for the pictures of two objects).
     pub timestep_bias: TimestepBias,
+    /// A batch's timesteps from one draw spread evenly over the range (VDM's
+    /// low-discrepancy sampler, `timesteps::low_discrepancy`) instead of one draw each.
+    pub timestep_low_discrepancy: bool,
     /// Caption pretraining of the text encoder before the first diffusion step
     /// (`text_pretrain`; steps 0: none).
     pub text_pretrain: PretrainConfig,
@@ -311,6 +314,7 @@ impl ModelConfig {
                 weight_decay: 0.01,
                 text_lr_scale: text_lr,
                 timestep_bias: bias,
+                timestep_low_discrepancy: false,
                 text_pretrain,
             },
         })
@@ -339,6 +343,7 @@ impl ModelConfig {
                 "timestep_bias_multiplier": t.timestep_bias.multiplier,
                 "timestep_bias_portion": t.timestep_bias.portion,
                 "timestep_bias_scope": t.timestep_bias.scope.name(),
+                "timestep_low_discrepancy": t.timestep_low_discrepancy,
                 "text_pretrain_steps": t.text_pretrain.steps,
                 "text_pretrain_batch": t.text_pretrain.batch,
                 "text_pretrain_lr": t.text_pretrain.lr,
@@ -423,6 +428,7 @@ impl ModelConfig {
             "timestep_bias_multiplier",
             "timestep_bias_portion",
             "timestep_bias_scope",
+            "timestep_low_discrepancy",
             "text_pretrain_steps",
             "text_pretrain_batch",
             "text_pretrain_lr",
@@ -477,6 +483,14 @@ impl ModelConfig {
                 };
                 b.validate().map_err(|e| format!("{origin}: train.{e}"))?;
                 b
+            },
+            timestep_low_discrepancy: match tr.get("timestep_low_discrepancy") {
+                None => false,
+                Some(v) => v.as_bool().ok_or_else(|| {
+                    format!(
+                        "{origin}: train.timestep_low_discrepancy must be true or false, got {v}"
+                    )
+                })?,
             },
             text_pretrain: {
                 let opt = |k: &str, default: f64| match tr.get(k) {

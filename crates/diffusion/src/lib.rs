@@ -26,7 +26,9 @@ pub mod timesteps;
 pub mod train;
 pub mod unet;
 
-pub use guidance::{classifier_free_guidance, double_batch, guide, split_batch};
+pub use guidance::{
+    classifier_free_guidance, double_batch, guide, rescale_guidance, split_batch, Guidance,
+};
 pub use loss::{
     diffusion_loss, diffusion_loss_weighted, edge_weights, min_snr_weights, p_losses, q_sample,
     snr_clamp_weights, LossConfig, Prediction, MIN_SNR_GAMMA,

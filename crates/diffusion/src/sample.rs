@@ -10,6 +10,7 @@
 //! reached, so only the masked area is made from the prompt.
 
 use crate::config::ModelConfig;
+use crate::guidance::Guidance;
 use crate::image::{read_png, Image};
 use crate::models::Models;
 use crate::scheduler::{DdimConfig, DdimScheduler, DdpmConfig, DdpmScheduler, Scheduler};
@@ -32,8 +33,8 @@ pub struct SampleOptions {
     pub sampler: SamplerKind,
     /// Inference steps (DDIM); DDPM uses every training step unless fewer are asked.
     pub steps: usize,
-    /// Guidance scale w; 1 disables guidance (one pass per step).
-    pub guidance: f64,
+    /// Guidance scale w (1 disables guidance: one pass per step), rescale and window.
+    pub guidance: Guidance,
     /// DDIM's eta (0: deterministic).
     pub eta: f64,
     /// Images per prompt.
@@ -179,13 +180,8 @@ pub fn sample(
         .flat_map(|p| std::iter::repeat_n(p.clone(), o.n))
         .collect();
     let b = prompts.len();
-    let guided = o.guidance != 1.0;
-    let ctx = if guided {
-        let negative = vec![o.negative.clone().unwrap_or_default(); b];
-        models.encode(&negative)?.cat(&models.encode(&prompts)?)?
-    } else {
-        models.encode(&prompts)?
-    };
+    o.guidance.check().map_err(Error::Tensor)?;
+    let text = models.encode(&prompts)?;
     let (c, s) = (cfg.image_channels(), cfg.unet.sample_size);
     let mut rng = Philox::new(o.seed);
     let all_steps = scheduler.timesteps().to_vec();
@@ -199,6 +195,13 @@ pub fn sample(
         None => 0,
     };
     let steps = &all_steps[start..];
+    // [uncond; text] for the guided steps, encoded only if a step is guided.
+    let both_ctx = if o.guidance.any_active(steps.len()) {
+        let negative = vec![o.negative.clone().unwrap_or_default(); b];
+        Some(models.encode(&negative)?.cat(&text)?)
+    } else {
+        None
+    };
     // The picture repeated over the batch: [B, C, H, W].
     let init = o
         .init
@@ -223,11 +226,13 @@ pub fn sample(
         None => noise.affine(scheduler.init_noise_sigma(), 0.0)?,
     };
     for (i, &t) in steps.iter().enumerate() {
-        let eps = if guided {
-            let both = models.predict(&Tensor::cat(&[&x, &x], 0)?, &vec![t as f64; 2 * b], &ctx)?;
-            crate::guidance::guide(&both, o.guidance)?
-        } else {
-            models.predict(&x, &vec![t as f64; b], &ctx)?
+        let eps = match &both_ctx {
+            Some(ctx) if o.guidance.active_at(i, steps.len()) => {
+                let both =
+                    models.predict(&Tensor::cat(&[&x, &x], 0)?, &vec![t as f64; 2 * b], ctx)?;
+                o.guidance.apply(&both)?
+            }
+            _ => models.predict(&x, &vec![t as f64; b], &text)?,
         };
         x = scheduler.step(&eps, t, &x, &mut rng)?;
         if let Some((img, Some(mask))) = &init {

@@ -157,6 +157,19 @@ impl TimestepBias {
     }
 }
 
+/// The batch's uniform draws from one: u_i = frac(u0 + i / B), the low-discrepancy
+/// sampler of Kingma et al. 2021 (VDM, appendix I.2). Each u_i alone is uniform on [0, 1)
+/// as an independent draw is, so every picture's timestep keeps its distribution (bias
+/// and scope included), but the batch's draws are spread evenly over [0, 1) instead of
+/// clumping, which lowers the variance of the batch's loss and of its gradient: a batch
+/// of 16 drawn independently leaves a tenth of the timestep range empty more often than
+/// not.
+pub fn low_discrepancy(u0: f32, batch: usize) -> Vec<f32> {
+    (0..batch)
+        .map(|i| (u0 as f64 + i as f64 / batch as f64).fract() as f32)
+        .collect()
+}
+
 /// floor(u n) for u in [0, 1), kept below n.
 fn uniform(u: f64, n: usize) -> usize {
     ((u * n as f64) as usize).min(n.saturating_sub(1))
@@ -236,6 +249,35 @@ mod tests {
         assert!(bad.validate().unwrap_err().contains("portion"));
         assert_eq!(BiasStrategy::parse("later"), Some(BiasStrategy::Later));
         assert_eq!(BiasStrategy::parse("range"), None);
+    }
+
+    #[test]
+    fn low_discrepancy_draws_are_evenly_spaced_and_each_uniform() {
+        for b in [1usize, 2, 7, 16] {
+            for &u0 in &[0.0f32, 0.3, 0.999_999] {
+                let mut u = low_discrepancy(u0, b);
+                assert_eq!(u[0], u0);
+                assert!(u.iter().all(|x| (0.0..1.0).contains(x)), "{u:?}");
+                // One per 1/B slice of [0, 1).
+                u.sort_by(f32::total_cmp);
+                for (i, x) in u.iter().enumerate() {
+                    let slice = (*x as f64 * b as f64).floor() as usize;
+                    assert_eq!(slice, i, "batch {b}, u0 {u0}: {u:?}");
+                }
+            }
+        }
+        // Each position is uniform over u0: the 4th of 16 lands in each tenth of [0, 1)
+        // a tenth of the time.
+        let k = 10_000;
+        let mut tenths = [0usize; 10];
+        for j in 0..k {
+            let u = low_discrepancy((j as f32 + 0.5) / k as f32, 16)[3];
+            tenths[(u * 10.0) as usize] += 1;
+        }
+        assert!(
+            tenths.iter().all(|&c| c.abs_diff(k / 10) <= 2),
+            "{tenths:?}"
+        );
     }
 
     #[test]

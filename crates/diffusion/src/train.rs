@@ -8,6 +8,7 @@
 use crate::config::ModelConfig;
 use crate::data::{DataPos, DataSpec, Dataset, Loader};
 use crate::eval::{evaluate, EvalOptions, Judge};
+use crate::guidance::Guidance;
 use crate::models::Models;
 use crate::run::{RunDir, TrainState};
 use crate::sample::{sample, SampleOptions, SamplerKind};
@@ -222,9 +223,14 @@ pub fn train(opts: &TrainOptions, mut on_step: impl FnMut(&Progress)) -> Result<
                 c.clear();
             }
         }
-        // Each picture's step, from the bias where its scope covers the picture.
-        let steps_t: Vec<usize> = rng
-            .uniform_f32(t.batch)
+        // Each picture's step, from the bias where its scope covers the picture. The
+        // low-discrepancy draws take the same numbers from the generator (one used), so
+        // the noise that follows is the same either way.
+        let mut draws = rng.uniform_f32(t.batch);
+        if t.timestep_low_discrepancy {
+            draws = crate::timesteps::low_discrepancy(draws[0], t.batch);
+        }
+        let steps_t: Vec<usize> = draws
             .iter()
             .zip(captions.iter().zip(&batch.objects))
             .map(|(&u, (c, &objects))| {
@@ -309,7 +315,7 @@ pub fn train(opts: &TrainOptions, mut on_step: impl FnMut(&Progress)) -> Result<
                 // DDIM with eta = 1 (ancestral): as `sample`'s default, see there.
                 sampler: SamplerKind::Ddim,
                 steps: 50,
-                guidance: 3.0,
+                guidance: Guidance::scale(3.0),
                 eta: 1.0,
                 n: 4,
                 seed: 0,

@@ -12,6 +12,7 @@ use crate::config::ModelConfig;
 use crate::data::idx::{read_split, IdxKind, PADDED};
 use crate::data::shapes::{Lang, DEFAULT_PAIRS_PERMILLE};
 use crate::data::{DataSpec, Split};
+use crate::guidance::Guidance;
 use crate::image::Image;
 use crate::models::Models;
 use crate::sample::{sample, SampleOptions, SamplerKind};
@@ -35,7 +36,7 @@ const CHUNK: usize = 64;
 pub struct EvalOptions {
     /// Pictures per prompt.
     pub n: usize,
-    pub guidance: f64,
+    pub guidance: Guidance,
     pub steps: usize,
     pub eta: f64,
     pub sampler: SamplerKind,
@@ -49,7 +50,7 @@ impl Default for EvalOptions {
     fn default() -> Self {
         EvalOptions {
             n: 64,
-            guidance: 4.0,
+            guidance: Guidance::scale(4.0),
             steps: 25,
             eta: 1.0,
             sampler: SamplerKind::Ddim,
@@ -187,6 +188,10 @@ pub struct EvalReport {
     pub sampler: &'static str,
     pub steps: usize,
     pub guidance: f64,
+    /// `guidance_rescale` (Lin et al. 2023; 0: off).
+    pub guidance_rescale: f64,
+    /// The window of guided steps, [start, stop) as fractions of the steps.
+    pub guidance_window: [f64; 2],
     pub eta: f64,
     pub seed: u64,
     pub prompts: Vec<PromptResult>,
@@ -199,6 +204,10 @@ pub struct EvalReport {
     /// `shapes`: the same pictures judged with the fill-only shape rule of the reader
     /// until 2026-12-02 (overall, English, Chinese), comparable with runs measured then.
     pub fill_rule: Option<[Accuracy; 3]>,
+    /// [steps trained, steps configured] of the checkpoint judged, where the caller
+    /// knows them (`cargo xtask eval` does): a run still training exports its latest
+    /// checkpoint, and a figure for it is not the finished run's.
+    pub run_steps: Option<[u64; 2]>,
     pub elapsed_s: f64,
 }
 
@@ -290,7 +299,9 @@ pub fn evaluate(
             SamplerKind::Ddpm => "ddpm",
         },
         steps: o.steps,
-        guidance: o.guidance,
+        guidance: o.guidance.scale,
+        guidance_rescale: o.guidance.rescale,
+        guidance_window: [o.guidance.start, o.guidance.stop],
         eta: o.eta,
         seed: o.seed,
         prompts: results,
@@ -301,6 +312,7 @@ pub fn evaluate(
         frechet_distance,
         classifier,
         fill_rule: matches!(judge, Judge::Shapes).then(|| fill_rule.map(|t| t.summary())),
+        run_steps: None,
         elapsed_s: started.elapsed().as_secs_f64(),
     })
 }
@@ -402,14 +414,21 @@ impl EvalReport {
         };
         let mut names: Vec<String> = self.overall.attributes.keys().cloned().collect();
         names.sort_by_key(rank);
+        let mut guidance = format!("guidance {}", self.guidance);
+        if self.guidance_rescale != 0.0 {
+            guidance += &format!(" (rescale {})", self.guidance_rescale);
+        }
+        if self.guidance_window != [0.0, 1.0] {
+            let [lo, hi] = self.guidance_window;
+            guidance += &format!(" in steps [{lo}, {hi}) of the way");
+        }
         let mut s = format!(
-            "eval of {} ({} prompts): {} pictures per prompt, {} {} steps, guidance {}, eta {}, seed {}\n",
+            "eval of {} ({} prompts): {} pictures per prompt, {} {} steps, {guidance}, eta {}, seed {}\n",
             self.data,
             self.prompt_set,
             self.n_per_prompt,
             self.sampler,
             self.steps,
-            self.guidance,
             self.eta,
             self.seed
         );
@@ -470,6 +489,14 @@ impl EvalReport {
         }
         if let (Some(fd), Some(note)) = (self.frechet_distance, self.frechet_note) {
             s += &format!("Frechet distance {fd:.3} ({note})\n");
+        }
+        if let Some([done, of]) = self.run_steps {
+            s += &format!("the run's checkpoint: step {done} of {of}");
+            s += if done < of {
+                " (still training, or stopped early: not the finished run's figures)\n"
+            } else {
+                "\n"
+            };
         }
         s += &format!("took {:.1} s\n", self.elapsed_s);
         s
