@@ -420,7 +420,7 @@ impl EvalReport {
         }
         if self.guidance_window != [0.0, 1.0] {
             let [lo, hi] = self.guidance_window;
-            guidance += &format!(" in steps [{lo}, {hi}) of the way");
+            guidance += &format!(" from {lo} to {hi} of the steps");
         }
         let mut s = format!(
             "eval of {} ({} prompts): {} pictures per prompt, {} {} steps, {guidance}, eta {}, seed {}\n",
