@@ -46,12 +46,7 @@ pub fn classifier_free_guidance(
 /// guided, out_text: [B, ..]
 pub fn rescale_guidance(guided: &Tensor, out_text: &Tensor, phi: f64) -> Result<Tensor> {
     crate::loss::same_shape("rescale_guidance", guided, out_text)?;
-    if !(0.0..=1.0).contains(&phi) {
-        return Err(arg_error(
-            "rescale_guidance",
-            format!("guidance_rescale must lie in [0, 1], got {phi}"),
-        ));
-    }
+    check_rescale("rescale_guidance", phi)?;
     if phi == 0.0 {
         return Ok(guided.clone());
     }
@@ -69,10 +64,21 @@ pub fn rescale_guidance(guided: &Tensor, out_text: &Tensor, phi: f64) -> Result<
     let one = Tensor::full(1.0, (), guided.dtype(), guided.device())?;
     let spread = s_guided.gt(&zero)?;
     let ratio = spread.where_cond(&s_text.div(&spread.where_cond(&s_guided, &one)?)?, &one)?;
-    let rescaled = guided.mul(&ratio)?;
-    rescaled
-        .affine(phi, 0.0)?
-        .add(&guided.affine(1.0 - phi, 0.0)?)
+    // phi (guided ratio) + (1 - phi) guided = guided (phi ratio + 1 - phi): one pass over
+    // the full-size output, the factor per sample [B, 1, ..].
+    guided.mul(&ratio.affine(phi, 1.0 - phi)?)
+}
+
+/// The rescale factor must lie in [0, 1].
+fn check_rescale(op: &'static str, phi: f64) -> Result<()> {
+    if (0.0..=1.0).contains(&phi) {
+        Ok(())
+    } else {
+        Err(arg_error(
+            op,
+            format!("guidance_rescale must lie in [0, 1], got {phi}"),
+        ))
+    }
 }
 
 /// How the sampler combines the two outputs at each step: the scale w, the rescale
@@ -108,12 +114,7 @@ impl Guidance {
                 self.scale
             ));
         }
-        if !(0.0..=1.0).contains(&self.rescale) {
-            return bad(format!(
-                "guidance_rescale must lie in [0, 1], got {}",
-                self.rescale
-            ));
-        }
+        check_rescale("guidance", self.rescale)?;
         if !(0.0 <= self.start && self.start < self.stop && self.stop <= 1.0) {
             return bad(format!(
                 "the guidance window needs 0 <= start < stop <= 1 (fractions of the steps), got start {} and stop {}",

@@ -166,9 +166,13 @@ impl TimestepBias {
 /// not.
 pub fn low_discrepancy(u0: f32, batch: usize) -> Vec<f32> {
     (0..batch)
-        .map(|i| (u0 as f64 + i as f64 / batch as f64).fract() as f32)
+        // Rounding to f32 could reach 1.0 from just below it: keep the draw in [0, 1).
+        .map(|i| ((u0 as f64 + i as f64 / batch as f64).fract() as f32).min(ONE_BELOW))
         .collect()
 }
+
+/// The largest f32 below 1.
+const ONE_BELOW: f32 = 1.0 - f32::EPSILON / 2.0;
 
 /// floor(u n) for u in [0, 1), kept below n.
 fn uniform(u: f64, n: usize) -> usize {
@@ -254,7 +258,7 @@ mod tests {
     #[test]
     fn low_discrepancy_draws_are_evenly_spaced_and_each_uniform() {
         for b in [1usize, 2, 7, 16] {
-            for &u0 in &[0.0f32, 0.3, 0.999_999] {
+            for &u0 in &[0.0f32, 0.3, 0.999_999, ONE_BELOW] {
                 let mut u = low_discrepancy(u0, b);
                 assert_eq!(u[0], u0);
                 assert!(u.iter().all(|x| (0.0..1.0).contains(x)), "{u:?}");
