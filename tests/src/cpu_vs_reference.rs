@@ -258,12 +258,22 @@ proptest! {
         .unwrap();
         let (rw, rb) = if affine { (Some(&wv[..]), Some(&bv[..])) } else { (None, None) };
         let what = format!("{} {shape:?} {s:?}", if layer { "layer_norm" } else { "group_norm" });
-        assert_close(&what, &values(&y), &r::norm(&x, rw, rb, &s).0, 1e-4, 1e-4);
+        let (want, _, rstd) = r::norm(&x, rw, rb, &s);
+        assert_close(&what, &values(&y), &want, 1e-4, 1e-4);
 
         let dy = round32(data(numel, seed ^ 3, -1.0, 1.0));
         loss_with_grad(&y, &t32(&dy, &shape, Arrange::Contiguous)).backward().unwrap();
         let (dx, dw, db) = r::norm_backward(&x, &dy, rw, rb, &s);
-        assert_close(&format!("{what} dx"), &grad(&tx), &dx, 1e-4, 1e-4);
+        // dx = rstd (g - mean(g) - xhat mean(g xhat)): f32's error is relative to the
+        // bracket's terms, so compare dx in units of its group's rstd (where that is
+        // above 1). A group of three close values has rstd in the hundreds, and one dx
+        // of it that cancels to ~0.5 was off by 2.5e-4 (5e-7 of its terms) against an
+        // absolute bound of 1.5e-4.
+        let m = s.group_len().max(1);
+        let in_rstd = |d: &[f64]| -> Vec<f64> {
+            d.iter().enumerate().map(|(i, v)| v / rstd[i / m].max(1.0)).collect()
+        };
+        assert_close(&format!("{what} dx / rstd"), &in_rstd(&grad(&tx)), &in_rstd(&dx), 1e-4, 1e-4);
         if affine {
             assert_close(&format!("{what} dw"), &grad(&tw), &dw, 1e-4, 1e-4);
             assert_close(&format!("{what} db"), &grad(&tb), &db, 1e-4, 1e-4);
