@@ -1,6 +1,7 @@
-//! exp in f32 as a branch-free polynomial the compiler vectorises: the fused CPU kernels
-//! (GroupNorm + SiLU, softmax, attention, sigmoid-based activations) call it on every
-//! element, where libm's scalar `expf` cost more than the memory traffic.
+//! exp, sigmoid and SiLU in f32 as branch-free polynomials the compiler vectorises: the
+//! fused CPU kernels (GroupNorm + SiLU, softmax, attention, sigmoid-based activations)
+//! call them on every element, where libm's scalar `expf` cost more than the memory
+//! traffic.
 
 /// log2(e).
 const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -57,6 +58,53 @@ pub fn exp_f32(x: f32) -> f32 {
     }
 }
 
+/// 1.5 * 2^23 + 127: adding it rounds to an integer k and leaves k + 127, 2^k's biased
+/// exponent, in the float's low bits, so one shift makes 2^k (for k in [-126, 127]).
+const ROUND_BIASED: f32 = 12_583_039.0;
+
+/// 1 + e^-v, the sigmoid's denominator, for SiLU's hot loops: [`exp_f32`]'s method with
+/// what a sigmoid does not need taken out, ~1.4x as fast in GroupNorm + SiLU (AVX-512,
+/// Zen 4). v is clamped to [-88.3, 87.3], so no edge cases are patched in after: e^-v
+/// stays finite, and where it would overflow the quotients that use it are within
+/// 5e-39 of their limit 0. 2^k comes from the rounding constant's low bits by one
+/// shift, k ln 2 is subtracted in two parts (Cody & Waite) as in `exp_f32`, and e^r on
+/// |r| <= ln 2 / 2 is 1 + r + r^2 p(r) with p of degree 4, fitted for the least largest
+/// relative error (Lawson's iteration; 3e-9 before rounding, so f32's rounding is
+/// all that is left: `sigmoid_f32` and `silu_f32` are within 3 ulp, tested).
+#[inline(always)]
+fn one_plus_exp_neg(v: f32) -> f32 {
+    let vc = v.clamp(-MAX_X, -MIN_X);
+    // k = round(-v log2 e); t holds k + 127 in its low bits.
+    let t = fma(vc, -LOG2E, ROUND_BIASED);
+    let kf = t - ROUND_BIASED;
+    // q = v + k ln 2 = -r, so e^-v = 2^k e^r.
+    let q = fma(kf, LN2_LO, fma(kf, LN2_HI, vc));
+    let r = -q;
+    let mut p = 1.381_461_3e-3f32;
+    p = fma(p, r, 8.368_71e-3);
+    p = fma(p, r, 4.166_839e-2);
+    p = fma(p, r, 1.666_652_1e-1);
+    p = fma(p, r, 0.499_999_94);
+    let er = fma(p * r, r, r) + 1.0;
+    let two_k = f32::from_bits(t.to_bits() << 23);
+    fma(er, two_k, 1.0)
+}
+
+/// The logistic function 1 / (1 + e^-v), within 3 ulp (see [`one_plus_exp_neg`]); NaN
+/// for NaN, 1 at +inf, and below 5e-39 for v < -88.3 (where it underflows anyway).
+#[inline(always)]
+pub fn sigmoid_f32(v: f32) -> f32 {
+    1.0 / one_plus_exp_neg(v)
+}
+
+/// SiLU v sigmoid(v) as one division, v / (1 + e^-v): one rounding fewer and one
+/// multiply less than `v * sigmoid_f32(v)`. Within 3 ulp; NaN for NaN, +-inf at +-inf
+/// (its limit at -inf is 0, but -inf / finite is what IEEE gives).
+#[inline(always)]
+pub fn silu_f32(v: f32) -> f32 {
+    v / one_plus_exp_neg(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +142,57 @@ mod tests {
         assert!(exp_f32(f32::NAN).is_nan());
         assert!(exp_f32(MIN_X) > 0.0 && exp_f32(MIN_X).is_normal());
         assert!(exp_f32(MAX_X).is_finite());
+    }
+
+    /// Largest ulp distance between f and g (the f64 truth, rounded) over a fine grid of
+    /// [lo, hi], skipping points where the truth is below the smallest normal float.
+    fn worst_ulps(f: impl Fn(f32) -> f32, g: impl Fn(f64) -> f64, lo: f32, hi: f32) -> (u32, f32) {
+        let mut worst = (0, 0.0f32);
+        let n = 2_000_000;
+        for i in 0..=n {
+            let v = lo + (hi - lo) * i as f32 / n as f32;
+            let want = g(v as f64) as f32;
+            if want.abs() < f32::MIN_POSITIVE {
+                continue;
+            }
+            let got = f(v);
+            assert_eq!(got.signum(), want.signum(), "sign at {v}");
+            let u = ulps(got.abs(), want.abs());
+            if u > worst.0 {
+                worst = (u, v);
+            }
+        }
+        worst
+    }
+
+    #[test]
+    fn sigmoid_and_silu_are_within_three_ulp() {
+        let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+        let (u, at) = worst_ulps(sigmoid_f32, sig, -87.0, 30.0);
+        assert!(u <= 3, "sigmoid: {u} ulp at {at}");
+        let (u, at) = worst_ulps(silu_f32, |v| v * sig(v), -87.0, 30.0);
+        assert!(u <= 3, "silu: {u} ulp at {at}");
+        // Near 0, where SiLU's value is small and its relative error could grow.
+        let (u, at) = worst_ulps(silu_f32, |v| v * sig(v), -1e-3, 1e-3);
+        assert!(u <= 3, "silu near 0: {u} ulp at {at}");
+    }
+
+    #[test]
+    fn sigmoid_and_silu_edges() {
+        assert_eq!(sigmoid_f32(0.0), 0.5);
+        assert_eq!(silu_f32(0.0), 0.0);
+        assert_eq!(sigmoid_f32(f32::INFINITY), 1.0);
+        assert_eq!(sigmoid_f32(100.0), 1.0);
+        assert_eq!(silu_f32(100.0), 100.0);
+        assert_eq!(silu_f32(f32::INFINITY), f32::INFINITY);
+        assert_eq!(silu_f32(f32::NEG_INFINITY), f32::NEG_INFINITY);
+        // Past the clamp the true values are subnormal or 0; ours stay below 5e-39.
+        for v in [-88.5f32, -100.0, -1e30, f32::NEG_INFINITY] {
+            let s = sigmoid_f32(v);
+            assert!((0.0..5e-39).contains(&s), "sigmoid({v}) = {s}");
+        }
+        assert!(silu_f32(-100.0).abs() < 1e-36);
+        assert!(sigmoid_f32(f32::NAN).is_nan());
+        assert!(silu_f32(f32::NAN).is_nan());
     }
 }

@@ -81,11 +81,6 @@ fn lane_sum<T: Float>(xs: &[T], f: impl Fn(T) -> T) -> f64 {
     combine(total)
 }
 
-#[inline(always)]
-fn sigmoid<T: Float>(v: T) -> T {
-    T::ONE / (T::ONE + (-v).exp_fast())
-}
-
 /// (y, mean, rstd) for x seen as [rows, groups, cpg, inner]; see `NormShape`.
 pub(crate) fn norm<T: Float>(
     x: &[T],
@@ -178,7 +173,7 @@ fn norm_group<T: Float>(
             }
         }
         if s.silu {
-            yg.iter_mut().for_each(|y| *y = *y * sigmoid(*y));
+            yg.iter_mut().for_each(|y| *y = y.silu_fast());
         }
         return (T::from_f64(mu), T::from_f64(rs));
     }
@@ -189,7 +184,7 @@ fn norm_group<T: Float>(
         if s.silu {
             for (yv, &xv) in yr.iter_mut().zip(xr) {
                 let v = (xv - mu_t) * scale + shift;
-                yv.write(v * sigmoid(v));
+                yv.write(v.silu_fast());
             }
         } else {
             for (yv, &xv) in yr.iter_mut().zip(xr) {
@@ -300,7 +295,7 @@ fn norm_backward_group<T: Float>(
     let d_of = |x: T, dy: T, wv: T, bv: T| {
         if s.silu {
             let v = (x - mu) * rs * wv + bv;
-            let sg = sigmoid(v);
+            let sg = v.sigmoid_fast();
             dy * sg * (T::ONE + v * (T::ONE - sg))
         } else {
             dy
