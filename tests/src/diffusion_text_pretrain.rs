@@ -397,6 +397,8 @@ fn every_preset_round_trips_and_small_pretrains_then_freezes_its_text_encoder() 
     let s = ModelConfig::preset("small", 3, 32).unwrap();
     assert!(s.train.text_pretrain.steps > 0 && s.train.text_pretrain.contrastive > 0.0);
     assert_eq!(s.train.text_lr_scale, 0.0);
+    // 4000 steps with the 120-step warm-up of its 2400-step days (run S40).
+    assert_eq!((s.train.steps, s.train.warmup), (4000, 120));
     assert!(s.coord_channels && s.unet.in_channels == 5 && s.unet.out_channels == 3);
     assert!(s.unet.scale_shift);
     assert_eq!(

@@ -78,6 +78,8 @@ struct Preset {
     lr: f64,
     batch: usize,
     steps: u64,
+    /// Linear warm-up steps (kept when `--steps` changes the length).
+    warmup: u64,
     ema: f64,
     schedule: BetaSchedule,
     min_snr: Option<f64>,
@@ -132,6 +134,7 @@ impl ModelConfig {
                 lr: 1e-3,
                 batch: 8,
                 steps: 20,
+                warmup: 1,
                 ema: 0.99,
                 schedule: BetaSchedule::cosine(),
                 min_snr: None,
@@ -146,9 +149,11 @@ impl ModelConfig {
             },
             // Sized for ~10 minutes on 2 CPU cores (README: what was tried, runs A-D7):
             // attention at 8x8 only (16x16 attention cost 1.5-1.75x the step time), batch
-            // 16 (twice the updates of 32 in the same time), 2400 steps (what fits: 8 min
-            // 21 s in a normal hour, 10 min 44 s in a slow one; 2000, 1800 and 1600 on
-            // slower engines), lr 2e-3, v-prediction.
+            // 16 (twice the updates of 32 in the same time), 4000 steps (what fits: 7 min
+            // 48 s with the text pretraining on 2026-12-08's AMD EPYC, where 2400 took 4-7
+            // min; 2400, 2000, 1800 and 1600 on slower engines and machines; run S40:
+            // 80.1 -> 93.6% all attributes, the mean of five training seeds), its warm-up
+            // the 120 steps it had at 2400, lr 2e-3, v-prediction.
             // Three things made the prompt readable in that time:
             // - the text encoder is pretrained on the run's own captions first
             //   (`text_pretrain`: MSE to each caption's 16x16 picture plus CLIP's
@@ -181,7 +186,8 @@ impl ModelConfig {
                 text_layers: 2,
                 lr: 2e-3,
                 batch: 16,
-                steps: 2400,
+                steps: 4000,
+                warmup: 120,
                 ema: 0.995,
                 schedule: BetaSchedule::cosine(),
                 min_snr: Some(20.0),
@@ -218,6 +224,7 @@ impl ModelConfig {
                 lr: 2e-4,
                 batch: 128,
                 steps: 100_000,
+                warmup: 500,
                 ema: 0.9999,
                 schedule: BetaSchedule::linear(),
                 min_snr: None,
@@ -247,6 +254,7 @@ impl ModelConfig {
             lr,
             batch,
             steps,
+            warmup,
             ema,
             schedule,
             min_snr,
@@ -304,7 +312,7 @@ impl ModelConfig {
                 lr,
                 batch,
                 steps,
-                warmup: (steps / 20).clamp(1, 500),
+                warmup,
                 ema_decay: ema,
                 cond_drop: 0.1,
                 min_snr_gamma: min_snr,
