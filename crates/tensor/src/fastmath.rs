@@ -73,8 +73,9 @@ fn floor_at_min(v: f32) -> f32 {
 }
 
 /// 1 + e^-v, the sigmoid's denominator, for SiLU's hot loops, given v >= -88.3 (or NaN):
-/// [`exp_f32`]'s method with what a sigmoid does not need taken out, ~1.4x as fast in
-/// GroupNorm + SiLU (AVX-512, Zen 4). v is capped at 87.3 too, so no edge cases are
+/// [`exp_f32`]'s method with what a sigmoid does not need taken out: GroupNorm + SiLU
+/// ~1.2x as fast in `bench cpu` (36-41 -> 45-48 GB/s on Zen 4, AVX-512; its loop alone
+/// 1.4x). v is capped at 87.3 too, so no edge cases are
 /// patched in after: e^-v stays finite, between e^-87.3 and e^88.3. 2^k comes from the
 /// rounding constant's low bits by one shift, k ln 2 is subtracted in two parts (Cody &
 /// Waite) as in `exp_f32`, and e^r on |r| <= ln 2 / 2 is 1 + r + r^2 p(r) with p of
